@@ -1,0 +1,5 @@
+"""REST endpoints of the devices feature."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

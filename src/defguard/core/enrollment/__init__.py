@@ -1,0 +1,1 @@
+"""Enrollment, desktop activation and password-reset tokens."""

@@ -1,0 +1,5 @@
+"""REST endpoints of the groups feature."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
