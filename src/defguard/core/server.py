@@ -1,0 +1,73 @@
+"""Running one Core process: database, migrations, first admin, HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import structlog
+import uvicorn
+from sqlalchemy.engine import URL
+
+from defguard.config import CoreSettings
+from defguard.core.app import create_app
+from defguard.core.bootstrap import BootstrapResult, bootstrap
+from defguard.db.engine import Database, resolve_url
+from defguard.db.migrate import upgrade
+
+log = structlog.get_logger("defguard.core")
+
+
+def announce_admin(result: BootstrapResult, settings: CoreSettings) -> None:
+    """Print the first admin's login on the console, never through the logger."""
+    if not result.admin_created:
+        return
+    if result.generated_password:
+        print(  # noqa: T201 - one-time console display of a secret, by design
+            "\n  First start: created user 'admin' with a generated password (shown only once):\n"
+            f"    username: admin\n    password: {result.generated_password}\n",
+            file=sys.stdout,
+            flush=True,
+        )
+    else:
+        print(
+            "\n  First start: created user 'admin' with the password from "
+            "DEFGUARD_DEFAULT_ADMIN_PASSWORD\n",
+            file=sys.stdout,
+            flush=True,
+        )
+
+
+def prepare_database(settings: CoreSettings) -> URL:
+    """Locate (or start) the database and migrate it; safe to run from many Cores at once."""
+    url = resolve_url(settings)
+    log.info("applying database migrations", database=url.database)
+    revision = upgrade(url)
+    log.info("database schema ready", revision=revision)
+    return url
+
+
+async def serve_core(settings: CoreSettings, url: URL) -> None:
+    db = Database(url)
+    password = settings.default_admin_password
+    result = await bootstrap(db, password.get_secret_value() if password else None)
+    announce_admin(result, settings)
+    app = create_app(settings, db, own_db=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_bind_address,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=settings.use_forwarded_for,
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "core listening", address=settings.http_bind_address, port=settings.http_port
+    )
+    await server.serve()
+
+
+def run_core(settings: CoreSettings) -> None:
+    url = prepare_database(settings)
+    asyncio.run(serve_core(settings, url))

@@ -1,0 +1,138 @@
+"""README's first command, for real: `defguard up`, then an admin's first steps over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import require_tools
+from tests.wgtools import keypair, load_client_config
+
+UA = {"User-Agent": "defguard-e2e"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEFGUARD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "defguard", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Press Ctrl+C" in line:
+            return proc, lines
+    proc.kill()
+    pytest.fail("defguard up did not report readiness:\n" + "".join(lines))
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def _postgres_running(data_dir: Path) -> bool:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return any(str(data_dir) in line and "postgres" in line for line in out.splitlines())
+
+
+def test_up_prints_login_and_admin_gets_a_working_config(tmp_path):
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    proc, lines = _start_up(data_dir, port)
+    try:
+        out = "".join(lines)
+        assert f"http://127.0.0.1:{port}/api/v1" in out
+        match = re.search(r"Login:\s+admin / (\S+)\s+\(generated", out)
+        assert match, out
+        password = match.group(1)
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers=UA) as http:
+            r = http.post("/auth", json={"username": "admin", "password": password})
+            assert r.status_code == 200, r.text
+            r = http.post(
+                "/network",
+                json={
+                    "name": "HQ",
+                    "address": "10.10.0.1/24",
+                    "endpoint": "vpn.example.com",
+                    "port": 51820,
+                    "allowed_ips": "10.10.0.0/24,192.168.50.0/24",
+                    "dns": "10.10.0.53",
+                    "mtu": 1420,
+                    "fwmark": 0,
+                    "allow_all_groups": True,
+                    "allowed_groups": [],
+                    "keepalive_interval": 25,
+                    "peer_disconnect_threshold": 300,
+                    "acl_enabled": False,
+                    "acl_default_allow": False,
+                    "location_mfa_mode": "disabled",
+                    "service_location_mode": "disabled",
+                },
+            )
+            assert r.status_code == 201, r.text
+            location = r.json()
+            r = http.post(
+                "/user",
+                json={
+                    "username": "asmith",
+                    "first_name": "Anna",
+                    "last_name": "Smith",
+                    "email": "anna@example.com",
+                    "password": "Tr0ub4dor&3x",
+                },
+            )
+            assert r.status_code == 201, r.text
+            private, public = keypair()
+            r = http.post("/device/asmith", json={"name": "laptop", "wireguard_pubkey": public})
+            assert r.status_code == 201, r.text
+            device = r.json()["device"]
+            r = http.get(f"/network/{location['id']}/device/{device['id']}/config")
+            assert r.status_code == 200, r.text
+            config = r.text
+        assert "Address = 10.10.0.2" in config
+
+        require_tools("wg", "wg-quick", "wireguard-go", "ip", root=True)
+        peer = load_client_config(config, private)
+        assert peer["public_key"] == location["pubkey"]
+        assert set(peer["allowed_ips"].split(",")) == {"10.10.0.0/24", "192.168.50.0/24"}
+        assert peer["persistent_keepalive"] == "25"
+    finally:
+        _stop(proc)
+    assert not _postgres_running(data_dir), "embedded PostgreSQL outlived defguard up"
+
+    # Second start: same data, no new password.
+    proc, lines = _start_up(data_dir, port)
+    try:
+        out = "".join(lines)
+        assert "generated" not in out
+        assert "reset-password" in out
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers=UA) as http:
+            assert http.post("/auth", json={"username": "admin", "password": password}).status_code == 200
+            assert [n["name"] for n in http.get("/network").json()] == ["HQ"]
+    finally:
+        _stop(proc)
