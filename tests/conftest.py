@@ -92,7 +92,9 @@ def fresh_db_url(pg_admin_uri: str, template_db: str) -> Iterator[URL]:
         yield _db_url(pg_admin_uri, name)
     finally:
         with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture
@@ -105,7 +107,9 @@ def empty_db_url(pg_admin_uri: str) -> Iterator[URL]:
         yield _db_url(pg_admin_uri, name)
     finally:
         with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture
@@ -124,12 +128,12 @@ def settings() -> CoreSettings:
 
 
 @pytest.fixture
-async def app(settings: CoreSettings, db: Database):  # noqa: ANN201
+async def app(settings: CoreSettings, db: Database):
     return create_app(settings, db)
 
 
 @pytest.fixture
-async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
     """An anonymous client speaking real HTTP semantics to the ASGI app."""
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
     async with httpx.AsyncClient(
@@ -170,11 +174,18 @@ async def session_cookie(db: Database, user: User, *, mfa_verified: bool = True)
     """A server-side session row for `user`, as a successful login would create."""
     sid = secrets.token_hex(12)
     async with db.transaction() as s:
-        s.add(Session(id=sid, user_id=user.id, mfa_verified=mfa_verified, expires=utcnow() + timedelta(days=1)))
+        s.add(
+            Session(
+                id=sid,
+                user_id=user.id,
+                mfa_verified=mfa_verified,
+                expires=utcnow() + timedelta(days=1),
+            )
+        )
     return sid
 
 
-async def _client_as(app, db: Database, username: str) -> httpx.AsyncClient:  # noqa: ANN001
+async def _client_as(app, db: Database, username: str) -> httpx.AsyncClient:
     from sqlalchemy import select
 
     async with db.session() as s:
@@ -190,14 +201,14 @@ async def _client_as(app, db: Database, username: str) -> httpx.AsyncClient:  # 
 
 
 @pytest.fixture
-async def admin_client(app, db: Database) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+async def admin_client(app, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """Logged in as the bootstrapped `admin` (full, MFA-verified session)."""
     async with await _client_as(app, db, "admin") as c:
         yield c
 
 
 @pytest.fixture
-async def user_client(app, db: Database) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+async def user_client(app, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """Logged in as `jdoe`, a regular (non-admin) user."""
     await make_user(db, "jdoe")
     async with await _client_as(app, db, "jdoe") as c:

@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 _ids = itertools.count()
 
@@ -46,7 +51,11 @@ def userspace_interface(ns: str) -> Iterator[str]:
     try:
         yield ifname
     finally:
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "del", ifname], check=False, capture_output=True)
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "ip", "link", "del", ifname],
+            check=False,
+            capture_output=True,
+        )
         with contextlib.suppress(FileNotFoundError):
             Path(f"/var/run/wireguard/{ifname}.sock").unlink()
 

@@ -23,7 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-admin_app = typer.Typer(help="Administrative commands run against the database.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Administrative commands run against the database.", no_args_is_help=True
+)
 app.add_typer(admin_app, name="admin")
 
 DataDir = Annotated[
@@ -61,7 +63,10 @@ def fail(message: str) -> None:
 def core(
     data_dir: DataDir = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="HTTP port (DEFGUARD_HTTP_PORT, default 8000).", min=1, max=65535)
+        int | None,
+        typer.Option(
+            "--port", help="HTTP port (DEFGUARD_HTTP_PORT, default 8000).", min=1, max=65535
+        ),
     ] = None,
     bind: Annotated[
         str | None, typer.Option("--bind", help="Bind address (DEFGUARD_HTTP_BIND_ADDRESS).")
@@ -80,7 +85,9 @@ def migrate(
     data_dir: DataDir = None,
     to: Annotated[
         str,
-        typer.Option("--to", help="Target revision: 'head' (default), '2.0', '1.x' or a revision id."),
+        typer.Option(
+            "--to", help="Target revision: 'head' (default), '2.0', '1.x' or a revision id."
+        ),
     ] = "head",
 ) -> None:
     """Apply database migrations (Core also does this at start-up)."""
@@ -96,6 +103,100 @@ def migrate(
     except CommandError as exc:
         fail(str(exc))
     typer.echo(f"database at revision {revision}")
+
+
+def _console_db(data_dir: Path | None):  # noqa: ANN202
+    from defguard.core.server import prepare_database
+    from defguard.db.engine import Database
+
+    return Database(prepare_database(_core_settings(data_dir)), pool_size=1)
+
+
+def _run_console(coro_factory) -> None:  # noqa: ANN001
+    import asyncio
+
+    from defguard.core.console import ConsoleError
+
+    try:
+        asyncio.run(coro_factory())
+    except ConsoleError as exc:
+        fail(str(exc))
+
+
+@admin_app.command("create-user")
+def admin_create_user(
+    username: Annotated[str, typer.Argument(help="Login name (letters, digits, '.', '-', '_').")],
+    email: Annotated[str, typer.Option("--email", help="E-mail address (unique).")],
+    first_name: Annotated[str, typer.Option("--first-name")] = "",
+    last_name: Annotated[str, typer.Option("--last-name")] = "",
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            envvar="DEFGUARD_NEW_USER_PASSWORD",
+            help="Initial password; omit to create the user for enrollment.",
+        ),
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Add the user to the admin group.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a user account (optionally an admin)."""
+    _setup_logging()
+    from defguard.core.console import create_user
+    from defguard.core.users.service import NewUser
+
+    spec = NewUser(
+        username=username,
+        first_name=first_name or username,
+        last_name=last_name,
+        email=email,
+        password=password,
+    )
+
+    async def _go() -> None:
+        db = _console_db(data_dir)
+        try:
+            user = await create_user(db, spec, admin=admin)
+        finally:
+            await db.dispose()
+        typer.echo(f"created user {user.username} (id {user.id}){' in the admin group' if admin else ''}")
+
+    _run_console(_go)
+
+
+@admin_app.command("reset-password")
+def admin_reset_password(
+    username: Annotated[str, typer.Argument(help="The account whose password to set.")],
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            envvar="DEFGUARD_NEW_USER_PASSWORD",
+            help="New password; omit to generate one and print it once.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Set a user's password from the console (e.g. a lost admin password)."""
+    _setup_logging()
+    from defguard.core.auth.passwords import generate_password
+    from defguard.core.console import reset_password
+
+    generated = password is None
+    new_password = password or generate_password()
+
+    async def _go() -> None:
+        db = _console_db(data_dir)
+        try:
+            await reset_password(db, username, new_password)
+        finally:
+            await db.dispose()
+
+    _run_console(_go)
+    if generated:
+        typer.echo(f"new password for {username}: {new_password}")
+    else:
+        typer.echo(f"password of {username} changed")
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
@@ -115,7 +216,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0
 @app.command()
 def up(
     data_dir: DataDir = None,
-    port: Annotated[int, typer.Option("--port", envvar="DEFGUARD_HTTP_PORT", min=1, max=65535)] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", envvar="DEFGUARD_HTTP_PORT", min=1, max=65535)
+    ] = 8000,
     bind: Annotated[
         str, typer.Option("--bind", envvar="DEFGUARD_HTTP_BIND_ADDRESS", help="Core bind address.")
     ] = "127.0.0.1",
@@ -145,7 +248,7 @@ def up(
     env["DEFGUARD_DATABASE_URL"] = url.render_as_string(hide_password=False)
     env["DEFGUARD_HTTP_PORT"] = str(port)
     env["DEFGUARD_HTTP_BIND_ADDRESS"] = bind
-    children = [subprocess.Popen([sys.executable, "-m", "defguard", "core"], env=env)]  # noqa: S603
+    children = [subprocess.Popen([sys.executable, "-m", "defguard", "core"], env=env)]
 
     def _stop(*_: object) -> None:
         for child in children:

@@ -86,12 +86,8 @@ class CoreSettings(DatabaseSettings):
     default_admin_password: SecretStr | None = None
     cookie_insecure: bool = False
     cookie_domain: str | None = None
-    # How often Core retries a broken link to an Edge or a Gateway (seconds).
-    link_retry_seconds: float = Field(default=10.0, gt=0)
     # Behind a trusted reverse proxy the client address comes from X-Forwarded-For.
     use_forwarded_for: bool = False
-    # Optional per-IP rate limit on the admin API (requests per minute; 0 = off).
-    rate_limit_per_minute: int = Field(default=0, ge=0)
 
     @property
     def secure_cookie(self) -> bool:

@@ -132,7 +132,10 @@ def test_up_prints_login_and_admin_gets_a_working_config(tmp_path):
         assert "generated" not in out
         assert "reset-password" in out
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers=UA) as http:
-            assert http.post("/auth", json={"username": "admin", "password": password}).status_code == 200
+            assert (
+                http.post("/auth", json={"username": "admin", "password": password}).status_code
+                == 200
+            )
             assert [n["name"] for n in http.get("/network").json()] == ["HQ"]
     finally:
         _stop(proc)

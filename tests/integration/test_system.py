@@ -22,12 +22,20 @@ async def test_info_requires_session(client, admin_client):
     assert r.status_code == 200
     body = r.json()
     assert body["network_present"] is False
-    assert set(body) == {"version", "network_present", "smtp_enabled", "ldap_info", "external_openid_enabled"}
+    assert set(body) == {
+        "version",
+        "network_present",
+        "smtp_enabled",
+        "ldap_info",
+        "external_openid_enabled",
+    }
 
 
 async def test_bootstrap_creates_one_admin_once(db):
     async with db.session() as s:
-        admin = (await s.execute(select(User).where(User.username == "admin"))).unique().scalar_one()
+        admin = (
+            (await s.execute(select(User).where(User.username == "admin"))).unique().scalar_one()
+        )
         assert verify_password_sync(admin.password_hash, ADMIN_PASSWORD)
     again = await bootstrap(db, "Other!Passw0rd1")
     assert again.admin_created is False

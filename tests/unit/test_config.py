@@ -27,7 +27,12 @@ def test_host_name_and_port(monkeypatch):
     s = DatabaseSettings()
     assert s.is_external
     url = s.external_url()
-    assert (url.host, url.port, url.database, url.username) == ("db.internal", 6543, "defguard", "defguard")
+    assert (url.host, url.port, url.database, url.username) == (
+        "db.internal",
+        6543,
+        "defguard",
+        "defguard",
+    )
     assert url.password == "s3cret"
     assert "s3cret" not in repr(s)
 

@@ -12,7 +12,9 @@ from defguard.core.timefmt import format_timestamp
 def test_timestamp_fraction_is_omitted_3_or_6_digits():
     assert format_timestamp(datetime(2025, 3, 4, 10, 22, 31)) == "2025-03-04T10:22:31"
     assert format_timestamp(datetime(2025, 3, 4, 10, 22, 31, 123000)) == "2025-03-04T10:22:31.123"
-    assert format_timestamp(datetime(2025, 3, 4, 10, 22, 31, 123456)) == "2025-03-04T10:22:31.123456"
+    assert (
+        format_timestamp(datetime(2025, 3, 4, 10, 22, 31, 123456)) == "2025-03-04T10:22:31.123456"
+    )
 
 
 def test_pagination_clamps_and_counts():

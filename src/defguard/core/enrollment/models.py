@@ -15,7 +15,7 @@ from defguard.db.types import pg_enum
 class TokenKind(enum.Enum):
     ENROLLMENT = "enrollment"
     DESKTOP = "desktop"
-    PASSWORD_RESET = "password_reset"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - an enum label
 
 
 class Token(Base):

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 class MfaMethod(enum.Enum):
     NONE = "none"
-    ONE_TIME_PASSWORD = "one_time_password"
+    ONE_TIME_PASSWORD = "one_time_password"  # noqa: S105 - an enum label
     WEBAUTHN = "webauthn"
     EMAIL = "email"
 
