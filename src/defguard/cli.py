@@ -105,14 +105,14 @@ def migrate(
     typer.echo(f"database at revision {revision}")
 
 
-def _console_db(data_dir: Path | None):  # noqa: ANN202
+def _console_db(data_dir: Path | None):
     from defguard.core.server import prepare_database
     from defguard.db.engine import Database
 
     return Database(prepare_database(_core_settings(data_dir)), pool_size=1)
 
 
-def _run_console(coro_factory) -> None:  # noqa: ANN001
+def _run_console(coro_factory) -> None:
     import asyncio
 
     from defguard.core.console import ConsoleError
@@ -137,7 +137,9 @@ def admin_create_user(
             help="Initial password; omit to create the user for enrollment.",
         ),
     ] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="Add the user to the admin group.")] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Add the user to the admin group.")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Create a user account (optionally an admin)."""
@@ -159,7 +161,9 @@ def admin_create_user(
             user = await create_user(db, spec, admin=admin)
         finally:
             await db.dispose()
-        typer.echo(f"created user {user.username} (id {user.id}){' in the admin group' if admin else ''}")
+        typer.echo(
+            f"created user {user.username} (id {user.id}){' in the admin group' if admin else ''}"
+        )
 
     _run_console(_go)
 

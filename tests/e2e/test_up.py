@@ -78,7 +78,7 @@ def test_up_prints_login_and_admin_gets_a_working_config(tmp_path):
                 json={
                     "name": "HQ",
                     "address": "10.10.0.1/24",
-                    "endpoint": "vpn.example.com",
+                    "endpoint": "127.0.0.1",
                     "port": 51820,
                     "allowed_ips": "10.10.0.0/24,192.168.50.0/24",
                     "dns": "10.10.0.53",

@@ -15,7 +15,11 @@ def _cli(url, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEFGUARD_")}
     env["DEFGUARD_DATABASE_URL"] = url.render_as_string(hide_password=False)
     return subprocess.run(
-        [sys.executable, "-m", "defguard", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "defguard", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -24,17 +28,37 @@ def _pg(url):
 
 
 def test_help_on_every_command(fresh_db_url):
-    for cmd in ([], ["up"], ["core"], ["migrate"], ["admin"], ["admin", "create-user"], ["admin", "reset-password"]):
+    for cmd in (
+        [],
+        ["up"],
+        ["core"],
+        ["migrate"],
+        ["admin"],
+        ["admin", "create-user"],
+        ["admin", "reset-password"],
+    ):
         r = _cli(fresh_db_url, *cmd, "--help")
         assert r.returncode == 0, (cmd, r.stderr)
         assert "Usage" in r.stdout
 
 
 def test_create_admin_user_and_reset_password(fresh_db_url):
-    r = _cli(fresh_db_url, "admin", "create-user", "ops", "--email", "ops@example.com", "--password", "0ps!Passw0rd", "--admin")
+    r = _cli(
+        fresh_db_url,
+        "admin",
+        "create-user",
+        "ops",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "0ps!Passw0rd",
+        "--admin",
+    )
     assert r.returncode == 0, r.stderr
     with _pg(fresh_db_url) as c:
-        (hash_,) = c.execute("""SELECT password_hash FROM "user" WHERE username = 'ops'""").fetchone()
+        (hash_,) = c.execute(
+            """SELECT password_hash FROM "user" WHERE username = 'ops'"""
+        ).fetchone()
         assert verify_password_sync(hash_, "0ps!Passw0rd")
         groups = c.execute(
             """SELECT g.name FROM "group" g JOIN group_user gu ON gu.group_id = g.id
@@ -45,16 +69,23 @@ def test_create_admin_user_and_reset_password(fresh_db_url):
     assert r.returncode == 0, r.stderr
     new_password = r.stdout.strip().rsplit(" ", 1)[-1]
     with _pg(fresh_db_url) as c:
-        (hash_,) = c.execute("""SELECT password_hash FROM "user" WHERE username = 'ops'""").fetchone()
+        (hash_,) = c.execute(
+            """SELECT password_hash FROM "user" WHERE username = 'ops'"""
+        ).fetchone()
         assert verify_password_sync(hash_, new_password)
         events = c.execute("SELECT event, username FROM activity_log_event ORDER BY id").fetchall()
-        assert events == [("user_added", "defguard-cli"), ("password_changed_by_admin", "defguard-cli")]
+        assert events == [
+            ("user_added", "defguard-cli"),
+            ("password_changed_by_admin", "defguard-cli"),
+        ]
 
 
 def test_bad_input_exits_2_and_writes_nothing(fresh_db_url):
     with _pg(fresh_db_url) as c:
         (before,) = c.execute('SELECT count(*) FROM "user"').fetchone()
-    weak = _cli(fresh_db_url, "admin", "create-user", "eve", "--email", "eve@x", "--password", "short")
+    weak = _cli(
+        fresh_db_url, "admin", "create-user", "eve", "--email", "eve@x", "--password", "short"
+    )
     assert weak.returncode == 2
     assert "password" in weak.stderr
     bad_name = _cli(fresh_db_url, "admin", "create-user", "bad name!", "--email", "b@x")

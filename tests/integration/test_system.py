@@ -60,3 +60,19 @@ async def test_bootstrap_generates_password_when_none_given(fresh_db_url):
 async def test_openapi_lists_schemas(client):
     doc = (await client.get("/openapi.json")).json()
     assert "/api/v1/activity_log" in doc["paths"]
+
+
+async def test_unparsable_path_parameter_is_400_naming_it(admin_client):
+    r = await admin_client.get("/group/abc")
+    assert r.status_code == 400
+    assert "id" in r.json()["msg"]
+
+
+async def test_oversized_body_is_413(admin_client):
+    r = await admin_client.post(
+        "/user",
+        content=b"{" + b" " * (300 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert "msg" in r.json()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from defguard.core.activity.service import record
 from defguard.core.auth.passwords import hash_password
 from defguard.core.context import RequestContext
 from defguard.core.errors import ApiError
@@ -18,7 +19,6 @@ from defguard.core.locations.access import resync_locations
 from defguard.core.users.models import User
 from defguard.core.users.service import NewUser, create_users
 from defguard.core.users.validation import FieldError, check_password_strength
-from defguard.core.activity.service import record
 from defguard.db.engine import Database
 
 CONSOLE = RequestContext(ip=None, user_agent="defguard-cli")
@@ -40,8 +40,10 @@ async def create_user(db: Database, spec: NewUser, *, admin: bool) -> User:
             user = users[0]
             if admin:
                 group = (
-                    await session.execute(select(Group).where(Group.is_admin).order_by(Group.id))
-                ).scalars().first()
+                    (await session.execute(select(Group).where(Group.is_admin).order_by(Group.id)))
+                    .scalars()
+                    .first()
+                )
                 if group is None:
                     raise ConsoleError("there is no admin group")
                 await session.refresh(user, ["groups"])

@@ -59,6 +59,10 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
     status = 422
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        if err.get("loc", ("",))[0] == "path":
+            # An unparsable path parameter (e.g. a non-integer id) is a bad request.
+            status = 400
+            loc = loc[1:]
         if err.get("type") == "json_invalid":
             status = 400
             parts.append(f"malformed JSON: {err.get('ctx', {}).get('error', err.get('msg'))}")

@@ -45,18 +45,14 @@ class DeviceLocation(Base):
     """A device's addresses in one location: one address per location subnet."""
 
     __tablename__ = "wireguard_network_device"
-    __table_args__ = (
-        UniqueConstraint("device_id", "wireguard_network_id", name="device_network"),
-    )
+    __table_args__ = (UniqueConstraint("device_id", "wireguard_network_id", name="device_network"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"))
     wireguard_network_id: Mapped[int] = mapped_column(
         ForeignKey("wireguard_network.id", ondelete="CASCADE")
     )
-    wireguard_ips: Mapped[list[IPv4Address | IPv6Address]] = mapped_column(
-        INET_ARRAY, default=list
-    )
+    wireguard_ips: Mapped[list[IPv4Address | IPv6Address]] = mapped_column(INET_ARRAY, default=list)
 
     device: Mapped[Device] = relationship()
     location: Mapped[Location] = relationship()

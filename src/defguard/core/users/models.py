@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Text
+from sqlalchemy import BigInteger, Text
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -67,6 +67,7 @@ class User(Base):
     ldap_user_path: Mapped[str | None] = mapped_column(Text)
     enrollment_pending: Mapped[bool] = mapped_column(default=False)
     ldap_remote_enrollment_completed: Mapped[bool] = mapped_column(default=False)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     groups: Mapped[list[Group]] = relationship(
         secondary="group_user", back_populates="members", order_by="Group.id"

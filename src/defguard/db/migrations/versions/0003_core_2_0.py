@@ -17,6 +17,8 @@ depends_on = None
 
 SQL = r"""
 ALTER TABLE wireguard_network ADD COLUMN config_revision bigint NOT NULL DEFAULT 0;
+-- The last TOTP time step accepted at login: a code cannot be replayed within its window.
+ALTER TABLE "user" ADD COLUMN totp_last_step bigint NULL;
 
 CREATE TABLE settings (
     id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),

@@ -1,0 +1,77 @@
+"""Login throttling kept in PostgreSQL, so every Core enforces the same limit.
+
+Five failed attempts (password, TOTP or recovery code) within 60 seconds block
+the login for five minutes after the last failure. Failures are keyed by the
+resolved username when the account exists, so trying the e-mail address and
+the username alternately shares one counter; attempts on unknown names are
+keyed by the submitted string.
+
+`guard` takes a transaction-scoped advisory lock on the key before checking,
+so concurrent attempts on one account, even on different Cores, are counted
+one after another and cannot slip past the limit together. The lock is
+released when the request's transaction ends.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from defguard.core.auth.models import LoginFailure
+from defguard.core.errors import ApiError
+from defguard.db.base import utcnow
+
+MAX_FAILURES = 5
+WINDOW = timedelta(seconds=60)
+BLOCK = timedelta(minutes=5)
+# First half of the two-key advisory lock: keeps these locks apart from others.
+_LOCK_NAMESPACE = 0x64670003
+
+
+def too_many_attempts() -> ApiError:
+    return ApiError(429, "Too many login attempts")
+
+
+async def is_blocked(db: AsyncSession, key: str) -> bool:
+    recent = (
+        (
+            await db.execute(
+                select(LoginFailure.at)
+                .where(LoginFailure.login == key)
+                .order_by(LoginFailure.at.desc())
+                .limit(MAX_FAILURES)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if len(recent) < MAX_FAILURES:
+        return False
+    last, fifth = recent[0], recent[-1]
+    return last - fifth <= WINDOW and utcnow() - last < BLOCK
+
+
+async def guard(db: AsyncSession, key: str) -> None:
+    """Serialise attempts on `key` and refuse one while the key is blocked."""
+    await db.execute(select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(key))))
+    if await is_blocked(db, key):
+        raise too_many_attempts()
+
+
+async def record_failure(db: AsyncSession, key: str) -> None:
+    """Note a failure; rows too old to matter for this key are dropped on the way."""
+    now = utcnow()
+    await db.execute(
+        delete(LoginFailure).where(
+            LoginFailure.login == key, LoginFailure.at < now - BLOCK - WINDOW
+        )
+    )
+    db.add(LoginFailure(login=key, at=now))
+    await db.flush()
+
+
+async def purge_stale(db: AsyncSession) -> None:
+    """Drop failures that can no longer block anyone (e.g. sprays over random names)."""
+    await db.execute(delete(LoginFailure).where(LoginFailure.at < utcnow() - BLOCK - WINDOW))
