@@ -82,7 +82,10 @@ async def test_openapi_describes_every_endpoint(client):
     """Every operation documents its success body and, where it takes one, its request body."""
     doc = (await client.get("/openapi.json")).json()
     assert len(doc["paths"]) >= 35
-    text_endpoints = {("/api/v1/health", "get"), ("/api/v1/network/{network_id}/device/{device_id}/config", "get")}
+    text_endpoints = {
+        ("/api/v1/health", "get"),
+        ("/api/v1/network/{network_id}/device/{device_id}/config", "get"),
+    }
     for path, operations in doc["paths"].items():
         for method, op in operations.items():
             success = [code for code in op["responses"] if code.startswith("2")]
