@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL
 from defguard.config import CoreSettings
 from defguard.core.app import create_app
 from defguard.core.bootstrap import BootstrapResult, bootstrap
+from defguard.core.jobs import running_worker
 from defguard.db.engine import Database, resolve_url
 from defguard.db.migrate import upgrade
 
@@ -63,7 +64,8 @@ async def serve_core(settings: CoreSettings, url: URL) -> None:
     )
     server = uvicorn.Server(config)
     log.info("core listening", address=settings.http_bind_address, port=settings.http_port)
-    await server.serve()
+    async with running_worker(url, db):
+        await server.serve()
 
 
 def run_core(settings: CoreSettings) -> None:

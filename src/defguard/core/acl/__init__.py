@@ -1,0 +1,1 @@
+"""ACL 2.0: rules, aliases and destinations, staged and applied."""

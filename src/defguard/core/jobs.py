@@ -1,0 +1,96 @@
+"""Scheduled and background work through a PostgreSQL job queue (procrastinate).
+
+Every Core runs a worker. The queue hands each job to exactly one worker;
+periodic jobs are deferred once per tick whatever the number of Cores (the
+queue de-duplicates them by task and timestamp); a job whose Core died
+mid-way is found by `retry_stalled_jobs` (its worker stops sending heartbeats)
+and run again by another Core. Tasks must therefore be idempotent: they are
+written as "bring the database to the state it should be in now".
+
+Features register their tasks on `tasks` (a blueprint) at import time; the
+per-process `App` binds them to a connection when the Core starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import procrastinate
+import structlog
+from procrastinate.manager import JobManager
+from sqlalchemy.engine import URL
+
+from defguard.db.engine import Database
+
+log = structlog.get_logger("defguard.core.jobs")
+
+tasks = procrastinate.Blueprint()
+
+# Jobs of a worker silent for this long are considered abandoned.
+STALLED_AFTER_SECONDS = 30.0
+HEARTBEAT_SECONDS = 5.0
+
+
+def libpq_uri(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_job_app(url: URL) -> procrastinate.App:
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=libpq_uri(url), min_size=1, max_size=4)
+    )
+    app.add_tasks_from(tasks, namespace="defguard")
+    return app
+
+
+def database_of(context: procrastinate.JobContext) -> Database:
+    return context.additional_context["db"]
+
+
+@tasks.periodic(cron="* * * * * */15", periodic_id="retry-stalled")
+@tasks.task(
+    name="retry_stalled_jobs", queue="maintenance", pass_context=True, queueing_lock="retry-stalled"
+)
+async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> int:
+    del timestamp
+    return await requeue_stalled(context.app.job_manager)
+
+
+async def requeue_stalled(manager: JobManager) -> int:
+    """Re-queue jobs whose worker stopped sending heartbeats (its Core died mid-job)."""
+    stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER_SECONDS)
+    retried = 0
+    for job in stalled:
+        await manager.retry_job(job)
+        retried += 1
+        log.warning("re-queued a job abandoned by a dead worker", job_id=job.id, task=job.task_name)
+    return retried
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    url: URL, db: Database, **options: Any
+) -> AsyncIterator[procrastinate.App]:
+    """Open the queue and run this process's worker in the background for the block's duration."""
+    app = make_job_app(url)
+    async with app.open_async():
+        worker = asyncio.create_task(
+            app.run_worker_async(
+                install_signal_handlers=False,
+                additional_context={"db": db},
+                update_heartbeat_interval=HEARTBEAT_SECONDS,
+                stalled_worker_timeout=STALLED_AFTER_SECONDS,
+                shutdown_graceful_timeout=10,
+                **options,
+            ),
+            name="job-worker",
+        )
+        try:
+            yield app
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
