@@ -81,6 +81,25 @@ def core(
 
 
 @app.command()
+def gateway() -> None:
+    """Run a Gateway: a WireGuard interface and nftables firewall that Cores configure over gRPC.
+
+    Configured by environment (see docs/configuration.md): DEFGUARD_GRPC_PORT,
+    DEFGUARD_IFNAME, DEFGUARD_USERSPACE, DEFGUARD_GRPC_CERT/KEY/CA, HEALTH_PORT, ...
+    """
+    _setup_logging()
+    from defguard.config import GatewaySettings
+    from defguard.gateway.main import run_gateway
+
+    try:
+        settings = GatewaySettings()
+    except ValueError as exc:
+        fail(f"invalid settings: {exc}")
+        raise
+    run_gateway(settings)
+
+
+@app.command()
 def migrate(
     data_dir: DataDir = None,
     to: Annotated[

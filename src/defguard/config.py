@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -92,3 +92,35 @@ class CoreSettings(DatabaseSettings):
     @property
     def secure_cookie(self) -> bool:
         return self.url.startswith("https://") and not self.cookie_insecure
+
+
+class GatewaySettings(BaseSettings):
+    """The Gateway: a gRPC server that Cores connect to, a WireGuard interface and nftables."""
+
+    model_config = SettingsConfigDict(env_prefix="DEFGUARD_", extra="ignore")
+
+    grpc_port: int = Field(default=50066, ge=1, le=65535)
+    grpc_bind_address: str = "0.0.0.0"  # noqa: S104 - Cores connect from elsewhere
+    grpc_cert: Path | None = None
+    grpc_key: Path | None = None
+    # With a CA, only Cores presenting a certificate it signed may connect (mutual TLS).
+    grpc_ca: Path | None = None
+    gateway_name: str | None = None
+    ifname: str = "wg0"
+    # Force wireguard-go even when the kernel has WireGuard.
+    userspace: bool = False
+    disable_fw_mgmt: bool = False
+    stats_period: float = Field(default=30.0, gt=0)
+    # How long a stats batch waits for a Core's acknowledgement before going to another Core.
+    stats_ack_timeout: float = Field(default=5.0, gt=0)
+    health_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("HEALTH_PORT", "DEFGUARD_HEALTH_PORT")
+    )
+    pre_up: str | None = Field(default=None, validation_alias=AliasChoices("PRE_UP", "DEFGUARD_PRE_UP"))
+    post_up: str | None = Field(default=None, validation_alias=AliasChoices("POST_UP", "DEFGUARD_POST_UP"))
+    pre_down: str | None = Field(
+        default=None, validation_alias=AliasChoices("PRE_DOWN", "DEFGUARD_PRE_DOWN")
+    )
+    post_down: str | None = Field(
+        default=None, validation_alias=AliasChoices("POST_DOWN", "DEFGUARD_POST_DOWN")
+    )

@@ -16,6 +16,7 @@ from defguard.core.activity.api import router as activity_router
 from defguard.core.auth.api import router as auth_router
 from defguard.core.devices.api import router as devices_router
 from defguard.core.errors import install_error_handlers
+from defguard.core.gateways.api import router as gateways_router
 from defguard.core.groups.api import router as groups_router
 from defguard.core.locations.api import router as locations_router
 from defguard.core.middleware import install_middleware
@@ -64,6 +65,7 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
         groups_router,
         locations_router,
         devices_router,
+        gateways_router,
         activity_router,
     ):
         app.include_router(router, prefix=API_PREFIX)

@@ -1,0 +1,1 @@
+"""Gateways: registration per location, link state, configuration push and stats."""

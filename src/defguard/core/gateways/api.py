@@ -1,0 +1,5 @@
+"""REST endpoints of the gateways feature."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
