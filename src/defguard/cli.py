@@ -14,6 +14,7 @@ import httpx
 import typer
 
 from defguard.config import CoreSettings, LogSettings
+from defguard.core.acl.cli import acl_app
 from defguard.logs import configure_logging
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ admin_app = typer.Typer(
     help="Administrative commands run against the database.", no_args_is_help=True
 )
 app.add_typer(admin_app, name="admin")
+app.add_typer(acl_app, name="acl")
 
 DataDir = Annotated[
     Path | None,

@@ -88,6 +88,13 @@ class CoreSettings(DatabaseSettings):
     cookie_domain: str | None = None
     # Behind a trusted reverse proxy the client address comes from X-Forwarded-For.
     use_forwarded_for: bool = False
+    # Links to gateways: a failed or broken link is retried after this many seconds.
+    link_retry_seconds: float = Field(default=10.0, gt=0)
+    # With a CA, gateways are reached over TLS and their certificates verified against it.
+    gateway_grpc_ca: Path | None = None
+    # Core's own certificate and key, presented to gateways that require mutual TLS.
+    core_client_cert: Path | None = None
+    core_client_key: Path | None = None
 
     @property
     def secure_cookie(self) -> bool:
@@ -114,13 +121,23 @@ class GatewaySettings(BaseSettings):
     # How long a stats batch waits for a Core's acknowledgement before going to another Core.
     stats_ack_timeout: float = Field(default=5.0, gt=0)
     health_port: int | None = Field(
-        default=None, ge=1, le=65535, validation_alias=AliasChoices("HEALTH_PORT", "DEFGUARD_HEALTH_PORT")
+        default=None,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("HEALTH_PORT", "DEFGUARD_HEALTH_PORT"),
     )
-    pre_up: str | None = Field(default=None, validation_alias=AliasChoices("PRE_UP", "DEFGUARD_PRE_UP"))
-    post_up: str | None = Field(default=None, validation_alias=AliasChoices("POST_UP", "DEFGUARD_POST_UP"))
+    pre_up: str | None = Field(
+        default=None, validation_alias=AliasChoices("PRE_UP", "DEFGUARD_PRE_UP")
+    )
+    post_up: str | None = Field(
+        default=None, validation_alias=AliasChoices("POST_UP", "DEFGUARD_POST_UP")
+    )
     pre_down: str | None = Field(
         default=None, validation_alias=AliasChoices("PRE_DOWN", "DEFGUARD_PRE_DOWN")
     )
     post_down: str | None = Field(
         default=None, validation_alias=AliasChoices("POST_DOWN", "DEFGUARD_POST_DOWN")
     )
+    # Leave the interface and firewall in place at shutdown (restarts that must not cut tunnels);
+    # the next start adopts them.
+    keep_interface: bool = False

@@ -38,4 +38,3 @@ def test_generated_modules_are_up_to_date(tmp_path):
             if fresh != committed:
                 stale.append(f"{name}{suffix}")
     assert not stale, f"regenerate with scripts/gen-proto: {stale}"
-

@@ -9,9 +9,11 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import configure_mappers
 
+import defguard.core.acl.tasks  # registers the periodic rule-expiry job
 import defguard.db.models  # noqa: F401 - registers every mapper
 from defguard import __version__
 from defguard.config import CoreSettings
+from defguard.core.acl.api import router as acl_router
 from defguard.core.activity.api import router as activity_router
 from defguard.core.auth.api import router as auth_router
 from defguard.core.devices.api import router as devices_router
@@ -63,10 +65,13 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
         auth_router,
         users_router,
         groups_router,
+        # Before locations: `/network/stats` and `/network/gateways` would
+        # otherwise match `/network/{network_id}`.
+        gateways_router,
         locations_router,
         devices_router,
-        gateways_router,
         activity_router,
+        acl_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     return app

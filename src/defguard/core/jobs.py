@@ -38,12 +38,24 @@ def libpq_uri(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+_bound: procrastinate.App | None = None
+
+
 def make_job_app(url: URL) -> procrastinate.App:
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=libpq_uri(url), min_size=1, max_size=4)
-    )
-    app.add_tasks_from(tasks, namespace="defguard")
-    return app
+    """The process's queue app, pointed at `url`.
+
+    procrastinate binds a blueprint's tasks to the one app they are added to
+    (it renames them in place), so every process has a single app whose
+    connection is (re)configured here; a Core process configures it once.
+    """
+    global _bound
+    if _bound is None:
+        _bound = procrastinate.App(connector=procrastinate.PsycopgConnector())
+        _bound.add_tasks_from(tasks, namespace="defguard")
+    connector = procrastinate.PsycopgConnector(conninfo=libpq_uri(url), min_size=1, max_size=4)
+    _bound.connector = connector
+    _bound.job_manager.connector = connector
+    return _bound
 
 
 def database_of(context: procrastinate.JobContext) -> Database:

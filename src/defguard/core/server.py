@@ -13,6 +13,7 @@ from defguard.config import CoreSettings
 from defguard.core.app import create_app
 from defguard.core.bootstrap import BootstrapResult, bootstrap
 from defguard.core.jobs import running_worker
+from defguard.core.links.manager import running_links
 from defguard.db.engine import Database, resolve_url
 from defguard.db.migrate import upgrade
 
@@ -64,7 +65,7 @@ async def serve_core(settings: CoreSettings, url: URL) -> None:
     )
     server = uvicorn.Server(config)
     log.info("core listening", address=settings.http_bind_address, port=settings.http_port)
-    async with running_worker(url, db):
+    async with running_worker(url, db), running_links(db, settings):
         await server.serve()
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from defguard.core.acl.service import mark_users_changed
 from defguard.core.activity.service import record
 from defguard.core.context import RequestContext
 from defguard.core.errors import ApiError, bad_request, conflict, not_found
@@ -122,10 +123,14 @@ async def _users_by_name(db: AsyncSession, names: Iterable[str]) -> dict[str, Us
     return {u.username: u for u in users}
 
 
-async def _membership_changed(db: AsyncSession, *, check_admins: bool) -> None:
+async def _membership_changed(
+    db: AsyncSession, *, check_admins: bool, user_ids: Iterable[int] = ()
+) -> None:
+    """`user_ids` are the users whose memberships changed: ACL rules may name their groups."""
     if check_admins:
         await ensure_admin_remains(db)
-    await access.resync_locations(db)
+    bumped = await access.resync_locations(db)
+    await mark_users_changed(db, user_ids, already_bumped=bumped)
 
 
 # --- changes --------------------------------------------------------------------
@@ -150,7 +155,7 @@ async def create_group(
     db.add(group)
     await db.flush()
     if users:
-        await _membership_changed(db, check_admins=False)
+        await _membership_changed(db, check_admins=False, user_ids=[u.id for u in users.values()])
     record(db, ctx, actor, "group_added", f"Added group {group.name}")
     await db.flush()
     return group
@@ -170,12 +175,15 @@ async def update_group(
     group.name = body.name
     group.is_admin = body.is_admin
     users = await _users_by_name(db, body.members)
-    members_changed = {u.id for u in users.values()} != {u.id for u in group.members}
+    changed_members = {u.id for u in users.values()} ^ {u.id for u in group.members}
+    members_changed = bool(changed_members)
     if members_changed:
         group.members = sorted(users.values(), key=lambda u: u.id)
     await db.flush()
     if members_changed or admin_changed:
-        await _membership_changed(db, check_admins=group.is_admin or admin_changed)
+        await _membership_changed(
+            db, check_admins=group.is_admin or admin_changed, user_ids=changed_members
+        )
     description = f"Modified group {old_name}"
     if old_name != group.name:
         description += f" (renamed to {group.name})"
@@ -207,9 +215,10 @@ async def delete_group(db: AsyncSession, group: Group, *, actor: User, ctx: Requ
             + ", ".join(sole_group_of)
         )
     name, was_admin = group.name, group.is_admin
+    member_ids = [m.id for m in group.members]
     await db.execute(sql_delete(Group).where(Group.id == group.id))
     db.expunge(group)
-    await _membership_changed(db, check_admins=was_admin)
+    await _membership_changed(db, check_admins=was_admin, user_ids=member_ids)
     record(db, ctx, actor, "group_removed", f"Removed group {name}")
     await db.flush()
 
@@ -225,7 +234,7 @@ async def add_member(
         return
     group.members.append(user)
     await db.flush()
-    await _membership_changed(db, check_admins=False)
+    await _membership_changed(db, check_admins=False, user_ids=[user.id])
     record(db, ctx, actor, "group_member_added", f"Added {username} to group {group.name}")
     await db.flush()
 
@@ -243,7 +252,7 @@ async def remove_member(
         return
     group.members = remaining
     await db.flush()
-    await _membership_changed(db, check_admins=group.is_admin)
+    await _membership_changed(db, check_admins=group.is_admin, user_ids=[user.id])
     record(db, ctx, actor, "group_member_removed", f"Removed {username} from group {group.name}")
     await db.flush()
 
@@ -271,7 +280,7 @@ async def assign_groups(
     rows = [{"group_id": gid, "user_id": uid} for gid in groups.values() for uid in found]
     if rows:
         await db.execute(insert(group_user).values(rows).on_conflict_do_nothing())
-        await _membership_changed(db, check_admins=False)
+        await _membership_changed(db, check_admins=False, user_ids=found)
     record(
         db,
         ctx,

@@ -72,7 +72,6 @@ _dl = DeviceLocation.__table__
 # Addresses are read as text and parsed by `parse_host`, several times faster
 # than the driver's generic `inet` loader on tens of thousands of rows.
 _TEXTS = ARRAY(Text)
-_loc = Location.__table__
 
 
 async def lock_addressing(db: AsyncSession) -> None:
@@ -283,15 +282,30 @@ async def delete_assignments(db: AsyncSession, row_ids: Sequence[int]) -> None:
         await db.execute(delete(_dl).where(_dl.c.id == any_(id_array(row_ids))))
 
 
+_BUMP = text(
+    """
+    WITH bumped AS (
+        UPDATE wireguard_network SET config_revision = config_revision + 1
+        WHERE id = ANY(:ids) RETURNING id, config_revision
+    ), stamped AS (
+        UPDATE peer_change SET revision = bumped.config_revision FROM bumped
+        WHERE peer_change.location_id = bumped.id AND peer_change.revision IS NULL
+    )
+    SELECT pg_notify('defguard_location', id || ':' || config_revision) FROM bumped
+    """
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+
 async def bump_revisions(db: AsyncSession, location_ids: Iterable[int]) -> None:
-    """Tell gateways (through the revision they follow) that these locations changed."""
+    """Tell gateways (through the revision they follow) that these locations changed.
+
+    The new revision also claims the location's pending `peer_change` rows
+    (written by triggers in this transaction), which makes it a diff any Core
+    can rebuild, and every Core hears of it through NOTIFY once this commits.
+    """
     ids = sorted(set(location_ids))
     if ids:
-        await db.execute(
-            update(_loc)
-            .where(_loc.c.id == any_(id_array(ids)))
-            .values(config_revision=_loc.c.config_revision + 1)
-        )
+        await db.execute(_BUMP, {"ids": ids})
 
 
 # -- errors --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from defguard.core.activity.service import record
 from defguard.core.context import RequestContext
 from defguard.core.devices.models import Device, DeviceLocation, DeviceType
 from defguard.core.errors import bad_request, not_found
+from defguard.core.gateways.service import location_gateways
 from defguard.core.groups.models import Group
 from defguard.core.locations.access import (
     SyncTarget,
@@ -240,11 +241,13 @@ async def _infos(db: AsyncSession, locations: list[Location]) -> list[LocationIn
                 )
             ).scalars()
         )
+    gateways = await location_gateways(db, ids)
     return [
         LocationInfo.build(
             loc,
             allowed_groups=[g.name for g in loc.allowed_groups],
             has_devices=loc.id in with_devices,
+            gateways=gateways.get(loc.id, []),
         )
         for loc in locations
     ]

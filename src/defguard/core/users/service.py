@@ -34,6 +34,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.selectable import TableValuedAlias
 
+from defguard.core.acl.service import mark_users_changed
 from defguard.core.activity.models import ActivityLogEvent
 from defguard.core.activity.service import describe_agent, record
 from defguard.core.auth.mfa import configured_methods
@@ -397,7 +398,9 @@ async def update_user(
             await delete_sessions(db, user.id)
     if groups_changed or status_changed:
         await ensure_admin_remains(db)
-        await access.resync_locations(db)
+        bumped = await access.resync_locations(db)
+        # ACL rules may name the user or their groups: their sources changed too.
+        await mark_users_changed(db, [user.id], already_bumped=bumped)
     record(db, ctx, actor, "user_modified", f"Modified user {old_name}")
     if groups_changed:
         names = ", ".join(g.name for g in user.groups) or "none"
