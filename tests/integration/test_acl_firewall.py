@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from ipaddress import ip_address
 from typing import Any
 
@@ -254,7 +253,7 @@ async def test_user_group_edit_bumps(admin_client, db):
 
 
 async def test_loader_scales(db):
-    """20,000 devices and 1,000 rules load (set-based) in well under a second."""
+    """20,000 devices and 1,000 rules load completely (timings: bench/bench_acl_database.py)."""
     import psycopg
 
     from defguard.core.jobs import libpq_uri
@@ -302,13 +301,10 @@ async def test_loader_scales(db):
         )
     async with db.session() as s:
         location_id = 1
-        start = time.perf_counter()
         location, rules, directory = await load_location_inputs(s, location_id)
-        elapsed = time.perf_counter() - start
     assert len(rules) == 1000
     assert sum(len(a) for a in directory.user_addresses.values()) == 20000
     assert len(directory.group_members) == 50
-    assert elapsed < 1.0, elapsed
     config = compile_location(location, rules, directory)
     assert config is not None
     assert len(config.rules) == 2000
