@@ -178,6 +178,8 @@ async def test_full_state_and_diffs(admin_client, db):
     assert peers(upd) == {c["wireguard_pubkey"]: ["10.10.0.4/32"]}
     assert not upd.remove_peers
     assert list(upd.interface.addresses) == ["10.10.0.1/24"]
+    # ACL off: every update says so, so a gateway drops a firewall it may still have.
+    assert not upd.HasField("firewall") and upd.firewall_disabled
 
     # Re-addressing every device (a second subnet) upserts them all.
     body = {**_location_body(loc), "address": "10.10.0.1/24,fd00::1/112"}

@@ -237,8 +237,16 @@ def test_update_firewall_absent_means_unchanged_present_means_replace():
     assert plan.firewall_changed and plan.result.firewall == ALLOW
     plan = applied(plan.result, update(7, 8, firewall=ALLOW))
     assert not plan.firewall_changed
-    # Only a full state can turn the firewall off.
+    # A full state without a firewall turns it off.
     plan = applied(plan.result, full(9, pc(0)))
+    assert plan.firewall_changed and plan.firewall is None and plan.result.firewall is None
+
+
+def test_update_can_turn_the_firewall_off():
+    state = applied(GatewayState(), full(5, pc(0), firewall=DENY)).result
+    off = update(5, 6)
+    off.firewall_disabled = True
+    plan = applied(state, off)
     assert plan.firewall_changed and plan.firewall is None and plan.result.firewall is None
 
 

@@ -367,9 +367,8 @@ def decide_full_state(current: GatewayState, msg: gateway_pb2.LocationState) -> 
 def decide_update(current: GatewayState, msg: gateway_pb2.LocationUpdate) -> Decision:
     """Apply an update that starts exactly where the Gateway is; ignore old ones; otherwise ask.
 
-    An absent `firewall` in an update means "unchanged": the proto cannot say
-    "firewall turned off" in an update, so a Core that turns filtering off for a
-    location sends a full state (where absent means off).
+    An absent `firewall` in an update means "unchanged" unless
+    `firewall_disabled` says the location's ACL was turned off (remove it).
     """
     if msg.revision <= msg.base_revision:
         raise InvalidMessage(
@@ -404,7 +403,7 @@ def decide_update(current: GatewayState, msg: gateway_pb2.LocationUpdate) -> Dec
             interface=parse_interface(msg.interface) if msg.HasField("interface") else None,
             upsert=upsert,
             remove=remove,
-            firewall_given=msg.HasField("firewall"),
+            firewall_given=msg.HasField("firewall") or msg.firewall_disabled,
             firewall=msg.firewall if msg.HasField("firewall") else None,
         )
     )

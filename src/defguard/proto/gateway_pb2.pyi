@@ -162,7 +162,7 @@ class LocationState(_message.Message):
     def __init__(self, location_id: _Optional[int] = ..., location_name: _Optional[str] = ..., revision: _Optional[int] = ..., interface: _Optional[_Union[InterfaceConfig, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerConfig, _Mapping]]] = ..., firewall: _Optional[_Union[FirewallConfig, _Mapping]] = ...) -> None: ...
 
 class LocationUpdate(_message.Message):
-    __slots__ = ("location_id", "base_revision", "revision", "interface", "upsert_peers", "remove_peers", "firewall")
+    __slots__ = ("location_id", "base_revision", "revision", "interface", "upsert_peers", "remove_peers", "firewall", "firewall_disabled")
     LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_REVISION_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class LocationUpdate(_message.Message):
     UPSERT_PEERS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_PEERS_FIELD_NUMBER: _ClassVar[int]
     FIREWALL_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_DISABLED_FIELD_NUMBER: _ClassVar[int]
     location_id: int
     base_revision: int
     revision: int
@@ -177,7 +178,8 @@ class LocationUpdate(_message.Message):
     upsert_peers: _containers.RepeatedCompositeFieldContainer[PeerConfig]
     remove_peers: _containers.RepeatedScalarFieldContainer[str]
     firewall: FirewallConfig
-    def __init__(self, location_id: _Optional[int] = ..., base_revision: _Optional[int] = ..., revision: _Optional[int] = ..., interface: _Optional[_Union[InterfaceConfig, _Mapping]] = ..., upsert_peers: _Optional[_Iterable[_Union[PeerConfig, _Mapping]]] = ..., remove_peers: _Optional[_Iterable[str]] = ..., firewall: _Optional[_Union[FirewallConfig, _Mapping]] = ...) -> None: ...
+    firewall_disabled: bool
+    def __init__(self, location_id: _Optional[int] = ..., base_revision: _Optional[int] = ..., revision: _Optional[int] = ..., interface: _Optional[_Union[InterfaceConfig, _Mapping]] = ..., upsert_peers: _Optional[_Iterable[_Union[PeerConfig, _Mapping]]] = ..., remove_peers: _Optional[_Iterable[str]] = ..., firewall: _Optional[_Union[FirewallConfig, _Mapping]] = ..., firewall_disabled: _Optional[bool] = ...) -> None: ...
 
 class PeerStats(_message.Message):
     __slots__ = ("public_key", "endpoint", "upload", "download", "latest_handshake", "allowed_ips")

@@ -172,4 +172,6 @@ async def location_update(db: AsyncSession, location_id: int, revision: int) -> 
     firewall = await location_firewall(db, location_id)
     if firewall is not None:
         update.firewall.CopyFrom(firewall)
+    else:
+        update.firewall_disabled = True
     return update
