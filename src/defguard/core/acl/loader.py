@@ -131,9 +131,10 @@ async def _sources(
     return result
 
 
-async def _range_map(
+async def load_ranges(
     db: AsyncSession, table: Any, owner: str, ids: Sequence[int]
 ) -> dict[int, list[AddressRange]]:
+    """Per owner (rule or alias): its `a-b` address ranges in insertion order, in one query."""
     result: dict[int, list[AddressRange]] = defaultdict(list)
     if not ids:
         return result
@@ -155,7 +156,7 @@ async def load_rules(db: AsyncSession, location_id: int) -> list[RuleSpec]:
     users = await _sources(db, acl_rule_user, "user_id", ids)
     groups = await _sources(db, acl_rule_group, "group_id", ids)
     devices = await _sources(db, acl_rule_device, "device_id", ids)
-    rule_ranges = await _range_map(db, acl_rule_range, "rule_id", ids)
+    rule_ranges = await load_ranges(db, acl_rule_range, "rule_id", ids)
 
     links = (
         await db.execute(
@@ -176,7 +177,7 @@ async def load_rules(db: AsyncSession, location_id: int) -> list[RuleSpec]:
             .order_by(acl_rule_alias.c.id)
         )
     ).all()
-    alias_ranges = await _range_map(
+    alias_ranges = await load_ranges(
         db, acl_alias_range, "alias_id", sorted({link.id for link in links})
     )
     components: dict[int, list[Any]] = defaultdict(list)

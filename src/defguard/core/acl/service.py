@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from defguard.core.acl.loader import load_ranges
 from defguard.core.acl.models import (
     PENDING_RULE_STATES,
     AclAlias,
@@ -363,27 +364,6 @@ async def _rule_links(
     return result
 
 
-async def _ranges(
-    db: AsyncSession, table: Table, owner: str, owner_ids: Sequence[int]
-) -> dict[int, list[AddressRange]]:
-    result: dict[int, list[AddressRange]] = defaultdict(list)
-    if not owner_ids:
-        return result
-    query = (
-        select(table.c[owner], table.c.start, table.c.end)
-        .where(table.c[owner] == any_(id_array(owner_ids)))
-        .order_by(table.c.id)
-    )
-    for owner_id, start, end in await db.execute(query):
-        result[owner_id].append((_host(start), _host(end)))
-    return result
-
-
-def _host(value: Any) -> Any:
-    """A range end as loaded from `inet` (never a network: the schema forbids prefixes)."""
-    return getattr(value, "ip", value)
-
-
 async def rule_views(db: AsyncSession, rules: Sequence[AclRule]) -> list[Rule]:
     """`Rule` bodies for many rules with one query per link table."""
     ids = [r.id for r in rules]
@@ -391,7 +371,7 @@ async def rule_views(db: AsyncSession, rules: Sequence[AclRule]) -> list[Rule]:
     users = await _rule_links(db, acl_rule_user, "user_id", ids)
     groups = await _rule_links(db, acl_rule_group, "group_id", ids)
     devices = await _rule_links(db, acl_rule_device, "device_id", ids)
-    ranges = await _ranges(db, acl_rule_range, "rule_id", ids)
+    ranges = await load_ranges(db, acl_rule_range, "rule_id", ids)
     links: dict[int, list[tuple[int, AliasKind]]] = defaultdict(list)
     if ids:
         query = (
@@ -533,7 +513,7 @@ async def _load_links(db: AsyncSession, rule_id: int) -> RuleLinks:
         groups=(await _rule_links(db, acl_rule_group, "group_id", ids))[rule_id],
         devices=(await _rule_links(db, acl_rule_device, "device_id", ids))[rule_id],
         aliases=[a for (a,) in aliases[rule_id]],
-        ranges=(await _ranges(db, acl_rule_range, "rule_id", ids))[rule_id],
+        ranges=(await load_ranges(db, acl_rule_range, "rule_id", ids))[rule_id],
     )
 
 
@@ -786,7 +766,7 @@ async def _write_alias_ranges(
 async def alias_views(db: AsyncSession, aliases: Sequence[AclAlias]) -> list[Any]:
     """`Alias` or `Destination` bodies (by kind) with one query for ranges and one for links."""
     ids = [a.id for a in aliases]
-    ranges = await _ranges(db, acl_alias_range, "alias_id", ids)
+    ranges = await load_ranges(db, acl_alias_range, "alias_id", ids)
     rules: dict[int, list[int]] = defaultdict(list)
     if ids:
         query = (
