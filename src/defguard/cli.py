@@ -102,6 +102,26 @@ def gateway() -> None:
 
 
 @app.command()
+def edge() -> None:
+    """Run an Edge: the public API for enrollment, password reset, VPN-client MFA and polling.
+
+    Configured by environment (see docs/configuration.md): DEFGUARD_PROXY_HTTP_PORT,
+    DEFGUARD_PROXY_GRPC_PORT, DEFGUARD_HTTP_BIND_ADDRESS, DEFGUARD_GRPC_BIND_ADDRESS,
+    DEFGUARD_PROXY_GRPC_CERT/KEY/CA, DEFGUARD_RATELIMIT_PER_SECOND, ...
+    """
+    _setup_logging()
+    from defguard.config import EdgeSettings
+    from defguard.edge.main import run_edge
+
+    try:
+        settings = EdgeSettings()
+    except ValueError as exc:
+        fail(f"invalid settings: {exc}")
+        raise
+    run_edge(settings)
+
+
+@app.command()
 def migrate(
     data_dir: DataDir = None,
     to: Annotated[

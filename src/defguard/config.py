@@ -95,6 +95,14 @@ class CoreSettings(DatabaseSettings):
     # Core's own certificate and key, presented to gateways that require mutual TLS.
     core_client_cert: Path | None = None
     core_client_key: Path | None = None
+    # Edges registered at start-up: gRPC URLs, comma-separated (`http://edge:50051`).
+    proxy_url: str | None = None
+    # With a CA, Edges are reached over TLS and their certificates verified against it.
+    proxy_grpc_ca: Path | None = None
+
+    @property
+    def proxy_urls(self) -> list[str]:
+        return [u.strip() for u in (self.proxy_url or "").split(",") if u.strip()]
 
     @property
     def secure_cookie(self) -> bool:
@@ -141,3 +149,23 @@ class GatewaySettings(BaseSettings):
     # Leave the interface and firewall in place at shutdown (restarts that must not cut tunnels);
     # the next start adopts them.
     keep_interface: bool = False
+
+
+class EdgeSettings(BaseSettings):
+    """The Edge: public HTTP for clients and a gRPC server that Cores connect to."""
+
+    model_config = SettingsConfigDict(env_prefix="DEFGUARD_", extra="ignore")
+
+    proxy_http_port: int = Field(default=8080, ge=1, le=65535)
+    http_bind_address: str = "0.0.0.0"  # noqa: S104 - the Edge is the public face
+    proxy_grpc_port: int = Field(default=50051, ge=1, le=65535)
+    grpc_bind_address: str = "0.0.0.0"  # noqa: S104 - Cores connect from elsewhere
+    proxy_grpc_cert: Path | None = None
+    proxy_grpc_key: Path | None = None
+    # With a CA, only Cores presenting a certificate it signed may connect (mutual TLS).
+    proxy_grpc_ca: Path | None = None
+    # Per-client-IP limit on API requests; 0 turns it off.
+    ratelimit_per_second: int = Field(default=0, ge=0)
+    ratelimit_burst: int = Field(default=0, ge=0)
+    # How long one Core may take to answer before the request goes to another Core.
+    core_timeout_seconds: float = Field(default=5.0, gt=0)

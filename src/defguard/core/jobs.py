@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import procrastinate
 import structlog
 from procrastinate.manager import JobManager
+from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard.db.engine import Database
 
@@ -56,6 +60,45 @@ def make_job_app(url: URL) -> procrastinate.App:
     _bound.connector = connector
     _bound.job_manager.connector = connector
     return _bound
+
+
+_DEFER = text(
+    """
+    SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(
+        :queue, :task, 0, :lock, :queueing_lock, CAST(:args AS jsonb), :scheduled_at
+    )::procrastinate_job_to_defer_v1])
+    """
+)
+
+
+async def defer_in(
+    db: AsyncSession,
+    task_name: str,
+    *,
+    queue: str = "default",
+    lock: str | None = None,
+    queueing_lock: str | None = None,
+    scheduled_at: datetime | None = None,
+    **args: Any,
+) -> None:
+    """Queue a job in the caller's transaction: it exists if and only if the change commits.
+
+    procrastinate's own `defer` uses its own connection, which would queue an
+    e-mail for a change that is later rolled back (or lose it when the Core
+    dies between the commit and the defer). `task_name` is the bare name a
+    task was registered with here; the blueprint's namespace is added.
+    """
+    await db.execute(
+        _DEFER,
+        {
+            "queue": queue,
+            "task": f"defguard:{task_name}",
+            "lock": lock,
+            "queueing_lock": queueing_lock,
+            "args": json.dumps(args),
+            "scheduled_at": scheduled_at,
+        },
+    )
 
 
 def database_of(context: procrastinate.JobContext) -> Database:

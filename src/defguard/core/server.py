@@ -49,11 +49,29 @@ def prepare_database(settings: CoreSettings) -> URL:
     return url
 
 
+async def register_proxies(db: Database, settings: CoreSettings) -> None:
+    """Rows for the Edges named by DEFGUARD_PROXY_URL (kept if they already exist)."""
+    urls = settings.proxy_urls
+    if not urls:
+        return
+    from defguard.core.proxies.service import ensure_proxies
+
+    try:
+        async with db.transaction() as s:
+            proxies = await ensure_proxies(s, urls, "defguard")
+    except ValueError as exc:
+        log.error("invalid DEFGUARD_PROXY_URL", error=str(exc))
+        raise SystemExit(2) from exc
+    for proxy in proxies:
+        log.info("proxy registered", proxy=proxy.name, address=f"{proxy.address}:{proxy.port}")
+
+
 async def serve_core(settings: CoreSettings, url: URL) -> None:
     db = Database(url)
     password = settings.default_admin_password
     result = await bootstrap(db, password.get_secret_value() if password else None)
     announce_admin(result, settings)
+    await register_proxies(db, settings)
     app = create_app(settings, db, own_db=True)
     config = uvicorn.Config(
         app,

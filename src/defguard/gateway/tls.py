@@ -29,18 +29,22 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def server_credentials(
-    cert: Path | None, key: Path | None, ca: Path | None
+    cert: Path | None, key: Path | None, ca: Path | None, *, env: str = "DEFGUARD_GRPC"
 ) -> grpc.ServerCredentials | None:
-    """Credentials for `add_secure_port`, or None for a plain port."""
+    """Credentials for `add_secure_port`, or None for a plain port.
+
+    `env` is the prefix of the settings' variable names, for the error messages
+    (the Edge's are `DEFGUARD_PROXY_GRPC_*`).
+    """
     if cert is None and key is None:
         if ca is not None:
             raise TlsConfigError(
-                "DEFGUARD_GRPC_CA needs DEFGUARD_GRPC_CERT and DEFGUARD_GRPC_KEY: "
+                f"{env}_CA needs {env}_CERT and {env}_KEY: "
                 "mutual TLS is TLS with client certificates"
             )
         return None
     if cert is None or key is None:
-        raise TlsConfigError("set both DEFGUARD_GRPC_CERT and DEFGUARD_GRPC_KEY, or neither")
+        raise TlsConfigError(f"set both {env}_CERT and {env}_KEY, or neither")
     chain = _read(cert, "certificate")
     private = _read(key, "private key")
     root = _read(ca, "CA certificate") if ca is not None else None

@@ -1,4 +1,4 @@
-"""One-time tokens: enrollment, desktop activation and password reset."""
+"""One-time tokens (enrollment, desktop activation, password reset) and polling tokens."""
 
 from __future__ import annotations
 
@@ -29,3 +29,16 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
+    # Set when the token is first redeemed on the Edge; later calls must fall before the deadline.
+    session_started_at: Mapped[datetime | None] = mapped_column()
+    session_deadline: Mapped[datetime | None] = mapped_column()
+
+
+class PollingToken(Base):
+    """The one token a device's client polls its configuration with; replaced, never expired."""
+
+    __tablename__ = "polling_token"
+
+    token: Mapped[str] = mapped_column(Text, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -151,12 +151,14 @@ class GatewayLink:
             self.connected = False
             self.log.info("gateway disconnected")
             try:
-                await records.link_disconnected(self.db, self.target.id, self.core_id)
+                await records.gateways.disconnected(self.db, self.target.id, self.core_id)
             except Exception:
                 self.log.exception("could not record the gateway's disconnection")
 
     async def _session(self) -> None:
-        channel = open_channel(self.target.address, self.target.port, self.settings)
+        channel = open_channel(
+            self.target.address, self.target.port, self.settings, self.settings.gateway_grpc_ca
+        )
         try:
             stub = gateway_pb2_grpc.GatewayStub(channel)
             call = stub.Connect()
@@ -197,7 +199,7 @@ class GatewayLink:
         # Accept revision notices before reading the state: one committed while
         # the state is being read is then queued (and skipped if already in it).
         self._accepting = True
-        await records.link_connected(self.db, self.target.id, self.core_id, version)
+        await records.gateways.connected(self.db, self.target.id, self.core_id, version)
         self.connected = True
         self.log.info(
             "gateway connected", version=version, applied_revision=hello.hello.applied_revision

@@ -1,7 +1,8 @@
-"""Every Core links to every enabled gateway and keeps that true while rows change.
+"""Every Core links to every enabled gateway and Edge and keeps that true while rows change.
 
-The database is the registry: `gateway` rows say which links should exist,
-NOTIFY on `defguard_gateway` says when to look again, and NOTIFY on
+The database is the registry: `gateway` and `proxy` rows say which links
+should exist, NOTIFY on `defguard_gateway` and `defguard_proxy` says when to
+look again, and NOTIFY on
 `defguard_location` (sent by `bump_revisions` at commit) says which revision
 to push. Notifications are only a shortcut: a periodic pass re-reads both
 the rows and the revisions, so a notification lost with a dropped listener
@@ -23,13 +24,16 @@ from defguard.config import CoreSettings
 from defguard.core.gateways.models import Gateway
 from defguard.core.jobs import libpq_uri
 from defguard.core.links import records
+from defguard.core.links.edge import EdgeLink, EdgeTarget
 from defguard.core.links.gateway import GatewayLink, GatewayTarget, cancel_and_wait
 from defguard.core.locations.models import Location
+from defguard.core.proxies.models import Proxy
 from defguard.db.engine import Database
 
 log = structlog.get_logger("defguard.core.links")
 
 GATEWAY_CHANNEL = "defguard_gateway"
+PROXY_CHANNEL = "defguard_proxy"
 LOCATION_CHANNEL = "defguard_location"
 # Link heartbeats; readers consider a link dead after a few missed beats.
 HEARTBEAT_SECONDS = 5.0
@@ -53,12 +57,13 @@ class LinkManager:
         self.heartbeat_seconds = heartbeat_seconds
         self.rescan_seconds = rescan_seconds
         self.links: dict[int, GatewayLink] = {}
+        self.edge_links: dict[int, EdgeLink] = {}
         self._reconcile_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
 
     async def start(self) -> None:
-        log.info("starting gateway links", core_id=self.core_id)
+        log.info("starting gateway and proxy links", core_id=self.core_id)
         self._tasks = [
             asyncio.create_task(self._listen(), name="gateway-listener"),
             asyncio.create_task(self._beat(), name="gateway-heartbeat"),
@@ -73,9 +78,11 @@ class LinkManager:
         self._tasks = []
         async with self._reconcile_lock:
             links, self.links = list(self.links.values()), {}
-            await asyncio.gather(*(link.stop() for link in links))
+            edges, self.edge_links = list(self.edge_links.values()), {}
+            await asyncio.gather(*(link.stop() for link in [*links, *edges]))
         try:
-            await records.core_disconnected(self.db, self.core_id)
+            await records.gateways.core_disconnected(self.db, self.core_id)
+            await records.proxies.core_disconnected(self.db, self.core_id)
         except Exception:
             log.exception("could not record this Core's disconnection")
 
@@ -90,9 +97,17 @@ class LinkManager:
             )
             return {row[0]: GatewayTarget(*row) for row in rows}
 
+    async def _enabled_proxies(self) -> dict[int, EdgeTarget]:
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(Proxy.id, Proxy.name, Proxy.address, Proxy.port).where(Proxy.enabled)
+            )
+            return {row[0]: EdgeTarget(*row) for row in rows}
+
     async def reconcile(self) -> None:
         """Start links for new or changed rows, stop those whose rows went or were disabled."""
         async with self._reconcile_lock:
+            await self._reconcile_proxies()
             wanted = await self._enabled_gateways()
             for gateway_id, link in list(self.links.items()):
                 target = wanted.get(gateway_id)
@@ -109,6 +124,22 @@ class LinkManager:
                     )
                     self.links[gateway_id] = link
                     link.start()
+
+    async def _reconcile_proxies(self) -> None:
+        wanted = await self._enabled_proxies()
+        for proxy_id, link in list(self.edge_links.items()):
+            target = wanted.get(proxy_id)
+            if target is not None and target.endpoint == link.target.endpoint:
+                link.target = target
+                continue
+            del self.edge_links[proxy_id]
+            log.info("stopping proxy link", proxy=link.target.name)
+            await link.stop()
+        for proxy_id, target in wanted.items():
+            if proxy_id not in self.edge_links:
+                edge = EdgeLink(target, db=self.db, settings=self.settings, core_id=self.core_id)
+                self.edge_links[proxy_id] = edge
+                edge.start()
 
     def revision_committed(self, location_id: int, revision: int) -> None:
         for link in self.links.values():
@@ -142,6 +173,7 @@ class LinkManager:
             try:
                 async with self._listener_connection() as conn:
                     await conn.execute(f"LISTEN {GATEWAY_CHANNEL}")
+                    await conn.execute(f"LISTEN {PROXY_CHANNEL}")
                     await conn.execute(f"LISTEN {LOCATION_CHANNEL}")
                     # Only now read the rows: nothing committed after this is missed.
                     await self.reconcile()
@@ -152,12 +184,12 @@ class LinkManager:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("gateway notification listener failed; reconnecting")
+                log.exception("link notification listener failed; reconnecting")
             self._listening.clear()
             await asyncio.sleep(self.settings.link_retry_seconds)
 
     async def _notified(self, channel: str, payload: str) -> None:
-        if channel == GATEWAY_CHANNEL:
+        if channel in (GATEWAY_CHANNEL, PROXY_CHANNEL):
             await self.reconcile()
             return
         location, _, revision = payload.partition(":")
@@ -173,13 +205,15 @@ class LinkManager:
             elapsed += self.heartbeat_seconds
             try:
                 connected = [gid for gid, link in self.links.items() if link.connected]
-                await records.heartbeat(self.db, self.core_id, connected)
+                await records.gateways.heartbeat(self.db, self.core_id, connected)
+                edges = [pid for pid, link in self.edge_links.items() if link.connected]
+                await records.proxies.heartbeat(self.db, self.core_id, edges)
                 if elapsed >= self.rescan_seconds:
                     elapsed = 0.0
                     await self.reconcile()
                     await self.catch_up()
             except Exception:
-                log.exception("gateway link heartbeat failed")
+                log.exception("link heartbeat failed")
 
 
 @contextlib.asynccontextmanager

@@ -51,8 +51,14 @@ def _read(path: Path | None) -> bytes | None:
     return path.read_bytes() if path is not None else None
 
 
-def open_channel(address: str, port: int, settings: CoreSettings) -> grpc.aio.Channel:
-    """Plain gRPC unless a CA or a client certificate is configured; then TLS, mutual with a cert."""
+def open_channel(
+    address: str, port: int, settings: CoreSettings, ca: Path | None
+) -> grpc.aio.Channel:
+    """Plain gRPC unless a CA or a client certificate is configured; then TLS, mutual with a cert.
+
+    `ca` verifies the server: `DEFGUARD_GATEWAY_GRPC_CA` for gateways,
+    `DEFGUARD_PROXY_GRPC_CA` for Edges.
+    """
     target = grpc_target(address, port)
     options = [
         ("grpc.keepalive_time_ms", KEEPALIVE_MS),
@@ -62,10 +68,10 @@ def open_channel(address: str, port: int, settings: CoreSettings) -> grpc.aio.Ch
         ("grpc.initial_reconnect_backoff_ms", 1000),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
-    if settings.gateway_grpc_ca is None and settings.core_client_cert is None:
+    if ca is None and settings.core_client_cert is None:
         return grpc.aio.insecure_channel(target, options=options)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(settings.gateway_grpc_ca),
+        root_certificates=_read(ca),
         private_key=_read(settings.core_client_key),
         certificate_chain=_read(settings.core_client_cert),
     )

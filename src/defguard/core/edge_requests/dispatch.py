@@ -1,0 +1,241 @@
+"""Run one Edge request on this Core, exactly once across retries on other Cores.
+
+The Edge re-sends a request (same id) to another Core when the first Core's
+stream breaks before the answer. Each attempt takes a transaction-scoped
+advisory lock on the request id, then looks for a stored result: a second
+attempt waits while the first is still running and then finds its result,
+or, if the first Core died, finds nothing (its transaction was rolled back
+with the connection) and runs the request itself. The result is stored in
+the same transaction as the request's effects, so "committed" and "has a
+stored result" are one fact.
+
+Features register handlers with `edge_handler("operation")`. A handler runs
+inside the request's transaction and must not commit; it raises `EdgeError`
+for the spec's error answers. `EdgeError(commit=True)` keeps what the handler
+wrote (a counted failed attempt, for instance) together with the stored
+error, so a retry neither counts the failure twice nor lets it slip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import procrastinate
+import structlog
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from defguard import __version__
+from defguard.config import CoreSettings
+from defguard.core.context import RequestContext
+from defguard.core.edge_requests.models import EdgeRequest
+from defguard.core.jobs import database_of, tasks
+from defguard.db.base import utcnow
+from defguard.db.engine import Database
+from defguard.edge import routes
+from defguard.proto import edge_pb2
+
+log = structlog.get_logger("defguard.core.edge")
+
+# First half of the two-key advisory lock: keeps these locks apart from others.
+_LOCK_NAMESPACE = 0x64670004
+# Edges retry within seconds; results are kept far longer than any retry.
+KEEP_RESULTS = timedelta(hours=1)
+
+
+@dataclass
+class EdgeCall:
+    db: AsyncSession
+    operation: str
+    body: Any  # the route's validated request model
+    request_id: str
+    client_ip: str
+    user_agent: str | None
+    metadata: Mapping[str, str]
+    settings: CoreSettings
+
+    @property
+    def session_token(self) -> str | None:
+        """The token from the route's cookie, as the Edge decrypted it (None without one)."""
+        return self.metadata.get(routes.META_SESSION_TOKEN) or None
+
+    @property
+    def client_version(self) -> str | None:
+        return self.metadata.get(routes.META_CLIENT_VERSION) or None
+
+    @property
+    def client_os_family(self) -> str | None:
+        return self.metadata.get(routes.META_CLIENT_OS) or None
+
+    @property
+    def ctx(self) -> RequestContext:
+        """For the activity log, like an admin API request's context."""
+        return RequestContext(ip=self.client_ip, user_agent=self.user_agent)
+
+
+@dataclass
+class EdgeResult:
+    body: Any = None  # JSON-serialisable; None answers with an empty body
+    status: int = 200
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class EdgeError(Exception):
+    def __init__(self, status: int, message: str, *, commit: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.commit = commit
+
+
+Handler = Callable[[EdgeCall], Awaitable[EdgeResult]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def edge_handler(operation: str) -> Callable[[Handler], Handler]:
+    if operation not in routes.BY_OPERATION:
+        raise ValueError(f"no public route for operation {operation!r}")
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[operation] = fn
+        return fn
+
+    return register
+
+
+def _encode(body: Any) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, BaseModel):
+        return body.model_dump_json().encode()
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def error_body(message: str) -> bytes:
+    return _encode({"error": message})
+
+
+def _response(request_id: str, status: int, body: bytes, metadata: Mapping[str, str]) -> Any:
+    meta = dict(metadata)
+    meta[routes.META_CORE_VERSION] = __version__
+    return edge_pb2.CoreResponse(request_id=request_id, status=status, body=body, metadata=meta)
+
+
+def _parse(request: Any) -> tuple[Handler, BaseModel] | Any:
+    """The handler and validated body, or the error response to send instead."""
+    route = routes.BY_OPERATION.get(request.method)
+    handler = HANDLERS.get(request.method)
+    if route is None or handler is None:
+        return _response(request.request_id, 404, error_body("Not found"), {})
+    try:
+        body = route.body.model_validate_json(request.body or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        return _response(request.request_id, 422, error_body(f"{where}: {first['msg']}"), {})
+    return handler, body
+
+
+async def _stored(db: AsyncSession, request_id: str) -> EdgeRequest | None:
+    return (
+        await db.execute(select(EdgeRequest).where(EdgeRequest.request_id == request_id))
+    ).scalar_one_or_none()
+
+
+def _store(db: AsyncSession, request: Any, status: int, body: bytes, meta: dict[str, str]) -> None:
+    db.add(
+        EdgeRequest(
+            request_id=request.request_id,
+            method=request.method,
+            status=status,
+            body=body,
+            metadata_=meta,
+        )
+    )
+
+
+async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
+    """Answer one `EdgeRequest` with a `CoreResponse`; never raises for a request's failure."""
+    parsed = _parse(request)
+    if not isinstance(parsed, tuple):
+        return parsed
+    handler, body = parsed
+    if not request.request_id:
+        return _response("", 400, error_body("missing request id"), {})
+    async with db.sessionmaker() as session:
+        try:
+            await session.execute(
+                select(
+                    func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(request.request_id))
+                )
+            )
+            stored = await _stored(session, request.request_id)
+            if stored is not None:
+                answer = _response(request.request_id, stored.status, stored.body, stored.metadata_)
+                await session.rollback()
+                log.info("answered a retried request from its stored result", op=request.method)
+                return answer
+            call = EdgeCall(
+                db=session,
+                operation=request.method,
+                body=body,
+                request_id=request.request_id,
+                client_ip=request.client_ip,
+                user_agent=request.user_agent or None,
+                metadata=dict(request.metadata),
+                settings=settings,
+            )
+            try:
+                result = await handler(call)
+            except EdgeError as exc:
+                payload = error_body(exc.message)
+                if exc.commit:
+                    _store(session, request, exc.status, payload, {})
+                    await session.commit()
+                else:
+                    await session.rollback()
+                return _response(request.request_id, exc.status, payload, {})
+            payload = _encode(result.body)
+            _store(session, request, result.status, payload, result.metadata)
+            await session.commit()
+            return _response(request.request_id, result.status, payload, result.metadata)
+        except Exception:
+            await session.rollback()
+            log.exception("an Edge request failed", op=request.method)
+            return _response(request.request_id, 500, error_body("Internal server error"), {})
+
+
+# -- operations without a feature here -----------------------------------------------
+
+
+async def _no_openid_provider(call: EdgeCall) -> EdgeResult:
+    del call
+    raise EdgeError(404, "OpenID provider not configured")
+
+
+for _operation in ("openid.auth_info", "openid.callback", "openid.callback_mfa"):
+    edge_handler(_operation)(_no_openid_provider)
+
+
+# -- housekeeping ----------------------------------------------------------------------
+
+
+@tasks.periodic(cron="*/10 * * * *", periodic_id="purge-edge-requests")
+@tasks.task(
+    name="purge_edge_requests",
+    queue="maintenance",
+    pass_context=True,
+    queueing_lock="purge-edge-requests",
+)
+async def purge_edge_requests(context: procrastinate.JobContext, timestamp: int) -> int:
+    del timestamp
+    async with database_of(context).transaction() as s:
+        result = await s.execute(
+            delete(EdgeRequest).where(EdgeRequest.created_at < utcnow() - KEEP_RESULTS)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,1 @@
+"""Outgoing e-mail: SMTP settings, templates and a queued, retried send job."""

@@ -1,0 +1,1 @@
+"""Edges (called proxies in the REST API) and each Core's link to them."""

@@ -1,0 +1,1 @@
+"""VPN-client MFA: sessions that make a device a peer in a location with MFA."""
