@@ -213,3 +213,15 @@ async def user_client(app, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     await make_user(db, "jdoe")
     async with await _client_as(app, db, "jdoe") as c:
         yield c
+
+
+@pytest.fixture
+async def with_smtp(db: Database) -> None:
+    """SMTP settings present, so mails are queued (nothing is sent until a worker runs them)."""
+    from defguard.core.settings.models import Settings
+
+    async with db.transaction() as s:
+        row = await s.get(Settings, 1)
+        assert row is not None
+        row.smtp_server = "smtp.example.test"
+        row.smtp_sender = "vpn@example.test"

@@ -13,6 +13,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from defguard.client.cli import client_app
 from defguard.config import CoreSettings, LogSettings
 from defguard.core.acl.cli import acl_app
 from defguard.logs import configure_logging
@@ -29,6 +30,11 @@ admin_app = typer.Typer(
 )
 app.add_typer(admin_app, name="admin")
 app.add_typer(acl_app, name="acl")
+app.add_typer(
+    client_app,
+    name="client",
+    help="VPN client for headless machines: enroll, connect (with MFA), status, disconnect.",
+)
 
 DataDir = Annotated[
     Path | None,
@@ -262,13 +268,28 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0
 def up(
     data_dir: DataDir = None,
     port: Annotated[
-        int, typer.Option("--port", envvar="DEFGUARD_HTTP_PORT", min=1, max=65535)
+        int,
+        typer.Option(
+            "--port", envvar="DEFGUARD_HTTP_PORT", min=1, max=65535, help="First Core's HTTP port."
+        ),
     ] = 8000,
     bind: Annotated[
-        str, typer.Option("--bind", envvar="DEFGUARD_HTTP_BIND_ADDRESS", help="Core bind address.")
+        str, typer.Option("--bind", envvar="DEFGUARD_HTTP_BIND_ADDRESS", help="Bind address.")
     ] = "127.0.0.1",
+    cores: Annotated[int, typer.Option("--cores", min=1, max=16, help="Core processes.")] = 1,
+    edges: Annotated[int, typer.Option("--edges", min=0, max=16, help="Edge processes.")] = 1,
+    edge_port: Annotated[
+        int, typer.Option("--edge-port", min=1, max=65535, help="First Edge's public HTTP port.")
+    ] = 8080,
+    edge_grpc_port: Annotated[
+        int, typer.Option("--edge-grpc-port", min=1, max=65535, help="First Edge's gRPC port.")
+    ] = 50051,
 ) -> None:
-    """Run the whole system on this machine, with an embedded PostgreSQL unless one is configured."""
+    """Run the whole system on this machine, with an embedded PostgreSQL unless one is configured.
+
+    Every Core connects to every Edge, as in a production layout; ports count
+    up from the first one of each kind.
+    """
     _setup_logging()
     import asyncio
 
@@ -277,6 +298,9 @@ def up(
     from defguard.db.engine import Database
 
     settings = _core_settings(data_dir, http_port=port, http_bind_address=bind)
+    for first, count, what in ((port, cores, "--port"), (edge_port, edges, "--edge-port")):
+        if first + count - 1 > 65535:
+            fail(f"{what} {first} leaves no room for {count} processes")
     url = prepare_database(settings)
 
     async def _boot() -> tuple[bool, str | None]:
@@ -289,42 +313,103 @@ def up(
             await db.dispose()
 
     created, generated = asyncio.run(_boot())
-    env = dict(os.environ)
-    env["DEFGUARD_DATABASE_URL"] = url.render_as_string(hide_password=False)
-    env["DEFGUARD_HTTP_PORT"] = str(port)
-    env["DEFGUARD_HTTP_BIND_ADDRESS"] = bind
-    children = [subprocess.Popen([sys.executable, "-m", "defguard", "core"], env=env)]
+    host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
+    edge_urls = [f"http://{host}:{edge_port + i}" for i in range(edges)]
+    grpc_urls = [f"http://{host}:{edge_grpc_port + i}" for i in range(edges)]
+    base = dict(os.environ)
+    base["DEFGUARD_DATABASE_URL"] = url.render_as_string(hide_password=False)
+    base["DEFGUARD_HTTP_BIND_ADDRESS"] = bind
+    children: list[tuple[str, str, subprocess.Popen[bytes]]] = []
+    envs: list[dict[str, str]] = []
+    stopping = False
 
     def _stop(*_: object) -> None:
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for _, _, child in children:
             if child.poll() is None:
                 child.terminate()
 
+    def _supervise(
+        procs: list[tuple[str, str, subprocess.Popen[bytes]]], environments: list[dict[str, str]]
+    ) -> None:
+        """Restart a process that dies, as systemd or Kubernetes would; stop on Ctrl+C/SIGTERM."""
+        restarts: list[float] = []
+        while not stopping:
+            time.sleep(0.5)
+            for index, (name, where, proc) in enumerate(procs):
+                if proc.poll() is None or stopping:
+                    continue
+                now = time.monotonic()
+                restarts[:] = [t for t in restarts if now - t < 60] + [now]
+                if len(restarts) > 10:
+                    typer.echo(f"error: {name} keeps failing; stopping", err=True)
+                    _stop()
+                    break
+                typer.echo(f"  {name} exited ({proc.returncode}); restarting", err=True)
+                command = "edge" if name.startswith("Edge") else "core"
+                fresh = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    [sys.executable, "-m", "defguard", command], env=environments[index]
+                )
+                procs[index] = (name, where, fresh)
+        for _, _, proc in procs:
+            proc.wait()
+
     signal.signal(signal.SIGTERM, _stop)
-    host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
-    admin_url = f"http://{host}:{port}"
     try:
-        if not _wait_healthy(admin_url, children[0]):
-            _stop()
-            fail("Core did not start; see the log above")
+        for i in range(edges):
+            env = dict(base)
+            env["DEFGUARD_PROXY_HTTP_PORT"] = str(edge_port + i)
+            env["DEFGUARD_PROXY_GRPC_PORT"] = str(edge_grpc_port + i)
+            env["DEFGUARD_GRPC_BIND_ADDRESS"] = bind
+            proc = subprocess.Popen([sys.executable, "-m", "defguard", "edge"], env=env)
+            children.append((f"Edge {i + 1}", edge_urls[i], proc))
+            envs.append(env)
+        for i in range(cores):
+            env = dict(base)
+            env["DEFGUARD_HTTP_PORT"] = str(port + i)
+            env["DEFGUARD_URL"] = env.get("DEFGUARD_URL", f"http://{host}:{port}")
+            if edges:
+                env["DEFGUARD_PROXY_URL"] = ",".join(grpc_urls)
+                env.setdefault("DEFGUARD_ENROLLMENT_URL", edge_urls[0])
+            proc = subprocess.Popen([sys.executable, "-m", "defguard", "core"], env=env)
+            children.append((f"Core {i + 1}", f"http://{host}:{port + i}", proc))
+            envs.append(env)
+        for _, where, proc in children:
+            if not _wait_healthy(where, proc):
+                _stop()
+                fail("a process did not start; see the log above")
         if generated:
             login = f"admin / {generated}   (generated now; shown only this once)"
         elif created:
             login = "admin / the password in DEFGUARD_DEFAULT_ADMIN_PASSWORD"
         else:
             login = "admin / the password set at first start (reset: defguard admin reset-password admin)"
+        admin_url = f"http://{host}:{port}"
+        parts = "".join(
+            f"    {name + ':':<11} {where}"
+            + (f"  (gRPC {grpc_urls[int(name.split()[1]) - 1]})" if name.startswith("Edge") else "")
+            + "\n"
+            for name, where, _ in children
+        )
+        database = (
+            "embedded PostgreSQL in " + str(settings.data_dir)
+            if not settings.is_external
+            else "external PostgreSQL"
+        )
         typer.echo(
             "\n  Defguard is up.\n"
             f"    Admin API:  {admin_url}/api/v1  (interactive docs: {admin_url}/api/v1/docs)\n"
             f"    Login:      {login}\n"
-            f"    Database:   {'embedded PostgreSQL in ' + str(settings.data_dir) if not settings.is_external else 'external PostgreSQL'}\n"
+            + (f"    Enrollment: {edge_urls[0]}/  (public Edge API)\n" if edges else "")
+            + parts
+            + f"    Database:   {database}\n"
             "  Press Ctrl+C to stop.\n"
         )
-        for child in children:
-            child.wait()
+        _supervise(children, envs)
     except KeyboardInterrupt:
         _stop()
-        for child in children:
+        for _, _, child in children:
             child.wait()
 
 

@@ -167,5 +167,6 @@ class EdgeSettings(BaseSettings):
     # Per-client-IP limit on API requests; 0 turns it off.
     ratelimit_per_second: int = Field(default=0, ge=0)
     ratelimit_burst: int = Field(default=0, ge=0)
-    # How long one Core may take to answer before the request goes to another Core.
+    # A client request's deadline for Core's answer (including re-sending it to another
+    # Core when one dies); past it the client gets 500, as Defguard's clients expect.
     core_timeout_seconds: float = Field(default=5.0, gt=0)

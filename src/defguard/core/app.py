@@ -10,6 +10,8 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import configure_mappers
 
 import defguard.core.acl.tasks  # registers the periodic rule-expiry job
+import defguard.core.mail.tasks  # registers the send_mail job
+import defguard.core.vpn_sessions.tasks  # registers the periodic VPN session expiry job
 import defguard.db.models  # noqa: F401 - registers every mapper
 from defguard import __version__
 from defguard.config import CoreSettings
@@ -17,11 +19,14 @@ from defguard.core.acl.api import router as acl_router
 from defguard.core.activity.api import router as activity_router
 from defguard.core.auth.api import router as auth_router
 from defguard.core.devices.api import router as devices_router
+from defguard.core.enrollment.api import router as enrollment_router
 from defguard.core.errors import install_error_handlers
 from defguard.core.gateways.api import router as gateways_router
 from defguard.core.groups.api import router as groups_router
 from defguard.core.locations.api import router as locations_router
 from defguard.core.middleware import install_middleware
+from defguard.core.proxies.api import router as proxies_router
+from defguard.core.settings.api import router as settings_router
 from defguard.core.system_api import router as system_router
 from defguard.core.users.api import router as users_router
 from defguard.db.engine import Database
@@ -64,6 +69,7 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
         system_router,
         auth_router,
         users_router,
+        enrollment_router,
         groups_router,
         # Before locations: `/network/stats` and `/network/gateways` would
         # otherwise match `/network/{network_id}`.
@@ -72,6 +78,8 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
         devices_router,
         activity_router,
         acl_router,
+        settings_router,
+        proxies_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from defguard.config import CoreSettings
 from defguard.core.errors import bad_request
 from defguard.db.engine import Database
+from defguard.edge import headers
 
 
 def get_database(request: Request) -> Database:
@@ -33,12 +34,16 @@ Settings = Annotated[CoreSettings, Depends(get_settings)]
 
 
 def client_ip(request: Request) -> str | None:
+    """With a trusted reverse proxy, the address it appended (the right-most entry).
+
+    Entries to the left of it were sent by the client and prove nothing; an
+    entry that is not an address is ignored rather than stored.
+    """
+    peer = request.client.host if request.client else None
     settings: CoreSettings = request.app.state.settings
     if settings.use_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
+        return headers.client_ip(request.headers.get("x-forwarded-for"), None, peer)
+    return peer
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ tasks = procrastinate.Blueprint()
 # Jobs of a worker silent for this long are considered abandoned.
 STALLED_AFTER_SECONDS = 30.0
 HEARTBEAT_SECONDS = 5.0
+WORKER_RESTART_SECONDS = 2.0
 
 
 def libpq_uri(url: URL) -> str:
@@ -129,23 +130,42 @@ async def requeue_stalled(manager: JobManager) -> int:
 async def running_worker(
     url: URL, db: Database, **options: Any
 ) -> AsyncIterator[procrastinate.App]:
-    """Open the queue and run this process's worker in the background for the block's duration."""
+    """Open the queue and run this process's worker in the background for the block's duration.
+
+    The worker is restarted whenever it stops on its own: procrastinate ends
+    a worker when its LISTEN connection fails, which a database restart or
+    failover does to every Core at once, and a Core whose API stays up while
+    its jobs silently stopped would be worse than one that is down.
+    """
     app = make_job_app(url)
+    stopping = asyncio.Event()
+
+    async def supervise() -> None:
+        while not stopping.is_set():
+            try:
+                await app.run_worker_async(
+                    install_signal_handlers=False,
+                    additional_context={"db": db},
+                    update_heartbeat_interval=HEARTBEAT_SECONDS,
+                    stalled_worker_timeout=STALLED_AFTER_SECONDS,
+                    shutdown_graceful_timeout=10,
+                    **options,
+                )
+                if stopping.is_set():
+                    return
+                log.warning("job worker stopped; restarting it")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job worker failed; restarting it")
+            await asyncio.sleep(WORKER_RESTART_SECONDS)
+
     async with app.open_async():
-        worker = asyncio.create_task(
-            app.run_worker_async(
-                install_signal_handlers=False,
-                additional_context={"db": db},
-                update_heartbeat_interval=HEARTBEAT_SECONDS,
-                stalled_worker_timeout=STALLED_AFTER_SECONDS,
-                shutdown_graceful_timeout=10,
-                **options,
-            ),
-            name="job-worker",
-        )
+        worker = asyncio.create_task(supervise(), name="job-worker")
         try:
             yield app
         finally:
+            stopping.set()
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker

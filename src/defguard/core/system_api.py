@@ -11,6 +11,7 @@ from defguard import __version__
 from defguard.core.auth.deps import CurrentCaller
 from defguard.core.context import DbSession
 from defguard.core.locations.models import Location
+from defguard.core.settings.service import get_settings_row
 
 router = APIRouter(tags=["system"])
 
@@ -39,7 +40,7 @@ async def info(_: CurrentCaller, db: DbSession) -> AppInfo:
     return AppInfo(
         version=__version__,
         network_present=present,
-        smtp_enabled=False,
+        smtp_enabled=(await get_settings_row(db)).smtp_configured,
         ldap_info=LdapInfo(enabled=False, ad=False),
         external_openid_enabled=False,
     )

@@ -18,6 +18,8 @@ log = structlog.get_logger("defguard.edge")
 COMPONENT = "edge"
 INCOMPATIBLE_VERSION = "incompatible_version"
 WRITER_DRAIN_TIMEOUT = 2.0
+# Requests sent together in one message when several are queued.
+MAX_BATCH = 64
 
 
 def _major(version: str) -> int | None:
@@ -55,7 +57,29 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
                 message = await connection.queue.get()
                 if message is None:
                     return
-                await context.write(message)
+                if message.WhichOneof("payload") != "request":
+                    await context.write(message)
+                    continue
+                batch = [message.request]
+                after: edge_pb2.EdgeToCore | None = None
+                ended = False
+                while len(batch) < MAX_BATCH and not connection.queue.empty():
+                    queued = connection.queue.get_nowait()
+                    if queued is not None and queued.WhichOneof("payload") == "request":
+                        batch.append(queued.request)
+                        continue
+                    after, ended = queued, queued is None
+                    break
+                if len(batch) == 1:
+                    await context.write(message)
+                else:
+                    await context.write(
+                        self._message(requests=edge_pb2.EdgeRequestBatch(requests=batch))
+                    )
+                if after is not None:
+                    await context.write(after)
+                if ended:
+                    return
         except (grpc.RpcError, grpc.aio.UsageError, RuntimeError) as exc:
             log.debug("writing to Core failed", core=connection.address, error=str(exc))
             self.router.remove(connection)
@@ -92,6 +116,9 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
                 kind = message.WhichOneof("payload")
                 if kind == "response":
                     connection.resolve(message.response)
+                elif kind == "responses":
+                    for response in message.responses.responses:
+                        connection.resolve(response)
                 elif kind == "settings":
                     first = not self.router.provisioned
                     self.router.apply_settings(connection, message.settings)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from defguard.proto import common_pb2 as defguard_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65\x66guard/proto/edge.proto\x12\x0b\x64\x65\x66guard.v1\x1a\x1b\x64\x65\x66guard/proto/common.proto\"\xc5\x01\n\nCoreToEdge\x12!\n\x06sender\x18\x01 \x01(\x0b\x32\x11.defguard.v1.Peer\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.defguard.v1.CoreResponseH\x00\x12-\n\x08settings\x18\x03 \x01(\x0b\x32\x19.defguard.v1.EdgeSettingsH\x00\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.defguard.v1.ProtocolErrorH\x00\x42\t\n\x07payload\"\xbd\x01\n\nEdgeToCore\x12!\n\x06sender\x18\x01 \x01(\x0b\x32\x11.defguard.v1.Peer\x12\'\n\x05hello\x18\x02 \x01(\x0b\x32\x16.defguard.v1.EdgeHelloH\x00\x12+\n\x07request\x18\x03 \x01(\x0b\x32\x18.defguard.v1.EdgeRequestH\x00\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.defguard.v1.ProtocolErrorH\x00\x42\t\n\x07payload\"-\n\tEdgeHello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_url\x18\x02 \x01(\t\"\xd1\x01\n\x0b\x45\x64geRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x11\n\tclient_ip\x18\x04 \x01(\t\x12\x12\n\nuser_agent\x18\x05 \x01(\t\x12\x38\n\x08metadata\x18\x06 \x03(\x0b\x32&.defguard.v1.EdgeRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x01\n\x0c\x43oreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\r\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x39\n\x08metadata\x18\x04 \x03(\x0b\x32\'.defguard.v1.CoreResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x0c\x45\x64geSettings\x12\x12\n\ncookie_key\x18\x01 \x01(\x0c\x12\x14\n\x0cinstance_url\x18\x02 \x01(\t\x12\x35\n\x06values\x18\x03 \x03(\x0b\x32%.defguard.v1.EdgeSettings.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32G\n\x04\x45\x64ge\x12?\n\x07\x43onnect\x12\x17.defguard.v1.CoreToEdge\x1a\x17.defguard.v1.EdgeToCore(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65\x66guard/proto/edge.proto\x12\x0b\x64\x65\x66guard.v1\x1a\x1b\x64\x65\x66guard/proto/common.proto\"\xfa\x01\n\nCoreToEdge\x12!\n\x06sender\x18\x01 \x01(\x0b\x32\x11.defguard.v1.Peer\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.defguard.v1.CoreResponseH\x00\x12-\n\x08settings\x18\x03 \x01(\x0b\x32\x19.defguard.v1.EdgeSettingsH\x00\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.defguard.v1.ProtocolErrorH\x00\x12\x33\n\tresponses\x18\x05 \x01(\x0b\x32\x1e.defguard.v1.CoreResponseBatchH\x00\x42\t\n\x07payload\"\xf0\x01\n\nEdgeToCore\x12!\n\x06sender\x18\x01 \x01(\x0b\x32\x11.defguard.v1.Peer\x12\'\n\x05hello\x18\x02 \x01(\x0b\x32\x16.defguard.v1.EdgeHelloH\x00\x12+\n\x07request\x18\x03 \x01(\x0b\x32\x18.defguard.v1.EdgeRequestH\x00\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.defguard.v1.ProtocolErrorH\x00\x12\x31\n\x08requests\x18\x05 \x01(\x0b\x32\x1d.defguard.v1.EdgeRequestBatchH\x00\x42\t\n\x07payload\">\n\x10\x45\x64geRequestBatch\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.defguard.v1.EdgeRequest\"A\n\x11\x43oreResponseBatch\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.defguard.v1.CoreResponse\"-\n\tEdgeHello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_url\x18\x02 \x01(\t\"\xd1\x01\n\x0b\x45\x64geRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x11\n\tclient_ip\x18\x04 \x01(\t\x12\x12\n\nuser_agent\x18\x05 \x01(\t\x12\x38\n\x08metadata\x18\x06 \x03(\x0b\x32&.defguard.v1.EdgeRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x01\n\x0c\x43oreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\r\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x39\n\x08metadata\x18\x04 \x03(\x0b\x32\'.defguard.v1.CoreResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\x0c\x45\x64geSettings\x12\x12\n\ncookie_key\x18\x01 \x01(\x0c\x12\x14\n\x0cinstance_url\x18\x02 \x01(\t\x12\x35\n\x06values\x18\x03 \x03(\x0b\x32%.defguard.v1.EdgeSettings.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32G\n\x04\x45\x64ge\x12?\n\x07\x43onnect\x12\x17.defguard.v1.CoreToEdge\x1a\x17.defguard.v1.EdgeToCore(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,23 +39,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EDGESETTINGS_VALUESENTRY']._loaded_options = None
   _globals['_EDGESETTINGS_VALUESENTRY']._serialized_options = b'8\001'
   _globals['_CORETOEDGE']._serialized_start=72
-  _globals['_CORETOEDGE']._serialized_end=269
-  _globals['_EDGETOCORE']._serialized_start=272
-  _globals['_EDGETOCORE']._serialized_end=461
-  _globals['_EDGEHELLO']._serialized_start=463
-  _globals['_EDGEHELLO']._serialized_end=508
-  _globals['_EDGEREQUEST']._serialized_start=511
-  _globals['_EDGEREQUEST']._serialized_end=720
-  _globals['_EDGEREQUEST_METADATAENTRY']._serialized_start=673
-  _globals['_EDGEREQUEST_METADATAENTRY']._serialized_end=720
-  _globals['_CORERESPONSE']._serialized_start=723
-  _globals['_CORERESPONSE']._serialized_end=895
-  _globals['_CORERESPONSE_METADATAENTRY']._serialized_start=673
-  _globals['_CORERESPONSE_METADATAENTRY']._serialized_end=720
-  _globals['_EDGESETTINGS']._serialized_start=898
-  _globals['_EDGESETTINGS']._serialized_end=1056
-  _globals['_EDGESETTINGS_VALUESENTRY']._serialized_start=1011
-  _globals['_EDGESETTINGS_VALUESENTRY']._serialized_end=1056
-  _globals['_EDGE']._serialized_start=1058
-  _globals['_EDGE']._serialized_end=1129
+  _globals['_CORETOEDGE']._serialized_end=322
+  _globals['_EDGETOCORE']._serialized_start=325
+  _globals['_EDGETOCORE']._serialized_end=565
+  _globals['_EDGEREQUESTBATCH']._serialized_start=567
+  _globals['_EDGEREQUESTBATCH']._serialized_end=629
+  _globals['_CORERESPONSEBATCH']._serialized_start=631
+  _globals['_CORERESPONSEBATCH']._serialized_end=696
+  _globals['_EDGEHELLO']._serialized_start=698
+  _globals['_EDGEHELLO']._serialized_end=743
+  _globals['_EDGEREQUEST']._serialized_start=746
+  _globals['_EDGEREQUEST']._serialized_end=955
+  _globals['_EDGEREQUEST_METADATAENTRY']._serialized_start=908
+  _globals['_EDGEREQUEST_METADATAENTRY']._serialized_end=955
+  _globals['_CORERESPONSE']._serialized_start=958
+  _globals['_CORERESPONSE']._serialized_end=1130
+  _globals['_CORERESPONSE_METADATAENTRY']._serialized_start=908
+  _globals['_CORERESPONSE_METADATAENTRY']._serialized_end=955
+  _globals['_EDGESETTINGS']._serialized_start=1133
+  _globals['_EDGESETTINGS']._serialized_end=1291
+  _globals['_EDGESETTINGS_VALUESENTRY']._serialized_start=1246
+  _globals['_EDGESETTINGS_VALUESENTRY']._serialized_end=1291
+  _globals['_EDGE']._serialized_start=1293
+  _globals['_EDGE']._serialized_end=1364
 # @@protoc_insertion_point(module_scope)

@@ -2,34 +2,50 @@ from defguard.proto import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CoreToEdge(_message.Message):
-    __slots__ = ("sender", "response", "settings", "error")
+    __slots__ = ("sender", "response", "settings", "error", "responses")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
     sender: _common_pb2.Peer
     response: CoreResponse
     settings: EdgeSettings
     error: _common_pb2.ProtocolError
-    def __init__(self, sender: _Optional[_Union[_common_pb2.Peer, _Mapping]] = ..., response: _Optional[_Union[CoreResponse, _Mapping]] = ..., settings: _Optional[_Union[EdgeSettings, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ProtocolError, _Mapping]] = ...) -> None: ...
+    responses: CoreResponseBatch
+    def __init__(self, sender: _Optional[_Union[_common_pb2.Peer, _Mapping]] = ..., response: _Optional[_Union[CoreResponse, _Mapping]] = ..., settings: _Optional[_Union[EdgeSettings, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ProtocolError, _Mapping]] = ..., responses: _Optional[_Union[CoreResponseBatch, _Mapping]] = ...) -> None: ...
 
 class EdgeToCore(_message.Message):
-    __slots__ = ("sender", "hello", "request", "error")
+    __slots__ = ("sender", "hello", "request", "error", "requests")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
     sender: _common_pb2.Peer
     hello: EdgeHello
     request: EdgeRequest
     error: _common_pb2.ProtocolError
-    def __init__(self, sender: _Optional[_Union[_common_pb2.Peer, _Mapping]] = ..., hello: _Optional[_Union[EdgeHello, _Mapping]] = ..., request: _Optional[_Union[EdgeRequest, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ProtocolError, _Mapping]] = ...) -> None: ...
+    requests: EdgeRequestBatch
+    def __init__(self, sender: _Optional[_Union[_common_pb2.Peer, _Mapping]] = ..., hello: _Optional[_Union[EdgeHello, _Mapping]] = ..., request: _Optional[_Union[EdgeRequest, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ProtocolError, _Mapping]] = ..., requests: _Optional[_Union[EdgeRequestBatch, _Mapping]] = ...) -> None: ...
+
+class EdgeRequestBatch(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[EdgeRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[EdgeRequest, _Mapping]]] = ...) -> None: ...
+
+class CoreResponseBatch(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[CoreResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[CoreResponse, _Mapping]]] = ...) -> None: ...
 
 class EdgeHello(_message.Message):
     __slots__ = ("name", "public_url")

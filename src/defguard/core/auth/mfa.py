@@ -49,6 +49,32 @@ def verify_totp(secret: bytes | None, code: str, now: float | None = None) -> bo
     return totp.verify(code, for_time=int(time.time() if now is None else now), valid_window=0)
 
 
+def email_code(secret: bytes, now: float | None = None, *, interval: int) -> str:
+    """The one-time code e-mailed to a user: TOTP over `email_mfa_secret`.
+
+    The step is the settings' `mfa_code_timeout_seconds` rather than 30 s, so
+    the code lives long enough to arrive by mail and be typed in.
+    """
+    totp = pyotp.TOTP(totp_secret_base32(secret), digits=TOTP_DIGITS, interval=interval)
+    return totp.at(int(time.time() if now is None else now))
+
+
+def verify_email_code(
+    secret: bytes | None, code: str, now: float | None = None, *, interval: int
+) -> bool:
+    """The current step's code or the previous step's.
+
+    A code mailed just before its step ends would otherwise expire within
+    seconds; accepting one step back gives every code at least `interval`
+    seconds, at most two.
+    """
+    if not secret or len(code) != TOTP_DIGITS or not code.isascii() or not code.isdigit():
+        return False
+    totp = pyotp.TOTP(totp_secret_base32(secret), digits=TOTP_DIGITS, interval=interval)
+    at = int(time.time() if now is None else now)
+    return any(totp.verify(code, for_time=t, valid_window=0) for t in (at, at - interval))
+
+
 def current_totp_step(now: float | None = None) -> int:
     return int((time.time() if now is None else now) // TOTP_INTERVAL)
 

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard.core.jobs import database_of, tasks
+from defguard.core.vpn_sessions.service import record_handshakes
 from defguard.db.base import utcnow
 from defguard.proto import gateway_pb2 as pb
 
@@ -85,6 +86,11 @@ async def store_stats_batch(
             "handshakes": [p.latest_handshake for p in peers],
             "allowed": [",".join(p.allowed_ips) for p in peers],
         },
+    )
+    # MFA sessions end when their device stops handshaking, so each batch
+    # also moves their handshake times (idempotent for a re-sent batch).
+    await record_handshakes(
+        db, location_id, [p.public_key for p in peers], [p.latest_handshake for p in peers]
     )
     return result.rowcount or 0  # type: ignore[attr-defined]
 

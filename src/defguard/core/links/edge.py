@@ -37,6 +37,8 @@ log = structlog.get_logger("defguard.core.links")
 
 # Requests one link serves at once; the rest wait in the link's stream.
 MAX_CONCURRENT_REQUESTS = 16
+# Answers sent together in one message when several are ready.
+MAX_BATCH = 64
 
 
 def cookie_key(secret_key: str) -> bytes:
@@ -82,6 +84,7 @@ class EdgeLink:
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._requests: set[asyncio.Task[None]] = set()
+        self._answers: asyncio.Queue[edge_pb2.CoreResponse] = asyncio.Queue()
 
     @property
     def log(self) -> Any:
@@ -184,16 +187,42 @@ class EdgeLink:
         await records.proxies.connected(self.db, self.target.id, self.core_id, version)
         self.connected = True
         self.log.info("proxy connected", version=version)
+        self._answers = asyncio.Queue()
+        writer = asyncio.create_task(self._write_answers(call), name="edge-answers")
+        try:
+            await self._read_requests(call)
+        finally:
+            await cancel_and_wait(writer)
+
+    async def _write_answers(self, call: Any) -> None:
+        """Sends answers as they are ready: one alone, or all that queued up meanwhile."""
+        while True:
+            batch = [await self._answers.get()]
+            while len(batch) < MAX_BATCH and not self._answers.empty():
+                batch.append(self._answers.get_nowait())
+            if len(batch) == 1:
+                await self._send(call, response=batch[0])
+            else:
+                await self._send(call, responses=edge_pb2.CoreResponseBatch(responses=batch))
+            self.served += len(batch)
+
+    async def _start(self, request: edge_pb2.EdgeRequest) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._serve(request))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _read_requests(self, call: Any) -> None:
         while True:
             message = await call.read()
             if message is grpc.aio.EOF:
                 raise LinkClosed("the proxy closed the stream")
             kind = message.WhichOneof("payload")
             if kind == "request":
-                await self._slots.acquire()
-                task = asyncio.create_task(self._serve(call, message.request))
-                self._requests.add(task)
-                task.add_done_callback(self._requests.discard)
+                await self._start(message.request)
+            elif kind == "requests":
+                for request in message.requests.requests:
+                    await self._start(request)
             elif kind == "error":
                 if message.error.code == INCOMPATIBLE_VERSION:
                     raise IncompatibleVersion(message.error.message)
@@ -203,15 +232,8 @@ class EdgeLink:
                     message=message.error.message,
                 )
 
-    async def _serve(self, call: Any, request: edge_pb2.EdgeRequest) -> None:
+    async def _serve(self, request: edge_pb2.EdgeRequest) -> None:
         try:
-            response = await dispatch(self.db, self.settings, request)
-            await self._send(call, response=response)
-            self.served += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # The stream broke: the Edge re-sends the request to another Core.
-            self.log.debug("could not answer a request", error=str(exc))
+            self._answers.put_nowait(await dispatch(self.db, self.settings, request))
         finally:
             self._slots.release()

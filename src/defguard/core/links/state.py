@@ -15,16 +15,17 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from ipaddress import IPv4Address
 
-from sqlalchemy import Text, any_, bindparam, cast, select
+from sqlalchemy import Text, and_, any_, bindparam, cast, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard.core.acl.loader import load_location_inputs
-from defguard.core.devices.models import Device, DeviceLocation
+from defguard.core.devices.models import Device, DeviceLocation, DeviceType
 from defguard.core.errors import not_found
 from defguard.core.firewall import FirewallConfig, Verdict, compile_location
 from defguard.core.gateways.models import PeerChange
-from defguard.core.locations.models import Location
+from defguard.core.locations.models import Location, LocationMfaMode
+from defguard.core.vpn_sessions.models import VpnClientSession
 from defguard.proto import gateway_pb2 as pb
 from defguard.wireguard.addressing import format_cidr, parse_host
 
@@ -42,17 +43,42 @@ async def desired_peers(
 
     The one place that decides who is a peer, so a full state and a diff can
     never disagree: one peer per configured device that holds addresses in
-    the location.
+    the location, and, where the location requires MFA, only while the
+    device has an active VPN session, whose preshared key the peer carries.
+    Network devices (routers, servers an admin added) are exempt from MFA:
+    nobody is there to type a code, and the admin's adding them is the
+    authorisation.
+    One query whatever the number of peers (the session join uses the
+    partial unique index of active sessions).
     """
     query = (
         select(
             Device.wireguard_pubkey,
             cast(DeviceLocation.wireguard_ips, ARRAY(Text)),
             Location.keepalive_interval,
+            VpnClientSession.preshared_key,
         )
         .join(DeviceLocation, DeviceLocation.device_id == Device.id)
         .join(Location, Location.id == DeviceLocation.wireguard_network_id)
-        .where(DeviceLocation.wireguard_network_id == location_id, Device.configured)
+        .outerjoin(
+            VpnClientSession,
+            and_(
+                VpnClientSession.location_id == DeviceLocation.wireguard_network_id,
+                VpnClientSession.device_id == Device.id,
+                VpnClientSession.authorized_at.is_not(None),
+                VpnClientSession.ended_at.is_(None),
+                Location.location_mfa_mode != LocationMfaMode.DISABLED,
+            ),
+        )
+        .where(
+            DeviceLocation.wireguard_network_id == location_id,
+            Device.configured,
+            or_(
+                Location.location_mfa_mode == LocationMfaMode.DISABLED,
+                Device.device_type == DeviceType.NETWORK,
+                VpnClientSession.id.is_not(None),
+            ),
+        )
         .order_by(Device.wireguard_pubkey)
     )
     if public_keys is not None:
@@ -64,9 +90,10 @@ async def desired_peers(
         pb.PeerConfig(
             public_key=key,
             allowed_ips=[host_route(ip) for ip in ips or ()],
+            preshared_key=psk or "",
             keepalive_interval=keepalive,
         )
-        for key, ips, keepalive in await db.execute(query)
+        for key, ips, keepalive, psk in await db.execute(query)
     ]
 
 

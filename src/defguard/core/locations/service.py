@@ -29,6 +29,7 @@ from defguard.core.locations.access import (
 from defguard.core.locations.models import Location, LocationMfaMode, ServiceLocationMode
 from defguard.core.locations.schemas import LocationDisplay, LocationInfo, LocationWrite
 from defguard.core.users.models import User
+from defguard.core.vpn_sessions.service import mfa_mode_changed
 from defguard.wireguard.addressing import (
     AddressError,
     Interface,
@@ -182,6 +183,7 @@ async def update_location(
     await lock_addressing(db)
     location = await _locked_location(db, location_id)
     valid = await validate_write(db, data, location_id=location_id)
+    previous_mfa_mode = location.location_mfa_mode
     _apply(location, data, valid)
     if data.location_mfa_mode != LocationMfaMode.DISABLED:
         location.service_location_mode = ServiceLocationMode.DISABLED
@@ -189,6 +191,9 @@ async def update_location(
     await sync_locations(
         db, [SyncTarget(location.id, location.name, valid.subnets)], check_capacity=True
     )
+    if location.location_mfa_mode != previous_mfa_mode:
+        # Whether a device needs a session to be a peer changed for every device.
+        await mfa_mode_changed(db, location.id)
     # The location's own settings (port, MTU, addresses...) changed too.
     await bump_revisions(db, [location.id])
     await db.refresh(location, attribute_names=["config_revision"])

@@ -12,9 +12,12 @@ from fastapi import APIRouter, Depends
 
 from defguard.core.auth.deps import AdminCaller, CurrentCaller, require_admin_or_self
 from defguard.core.context import AuditCtx, DbSession
+from defguard.core.context import Settings as CoreConfig
+from defguard.core.enrollment.configs import public_edge_url
 from defguard.core.errors import bad_request
 from defguard.core.pagination import PageParams, Paginated
 from defguard.core.schemas import Empty, error_responses
+from defguard.core.settings.service import get_settings_row
 from defguard.core.users import service
 from defguard.core.users.schemas import (
     AddUserRequest,
@@ -155,12 +158,13 @@ async def set_user_password(
     responses=error_responses(400, 401, 403, 404),
 )
 async def reset_user_password(
-    username: str, caller: AdminCaller, db: DbSession, ctx: AuditCtx
+    username: str, caller: AdminCaller, db: DbSession, ctx: AuditCtx, core: CoreConfig
 ) -> Empty:
-    """Issues a password-reset token; the e-mail job of the enrollment feature delivers it."""
+    """Issues a password-reset token and mails the user a link to the Edge's reset page."""
     if username == caller.user.username:
         raise bad_request("cannot reset your own password this way")
     user = await service.require_user(db, username)
-    await service.request_password_reset(db, user, actor=caller.user, ctx=ctx)
+    edge_url = public_edge_url(await get_settings_row(db), core)
+    await service.request_password_reset(db, user, actor=caller.user, ctx=ctx, edge_url=edge_url)
     await db.commit()
     return Empty()

@@ -47,6 +47,7 @@ from defguard.core.enrollment.models import Token, TokenKind
 from defguard.core.errors import ApiError, bad_request, conflict, not_found
 from defguard.core.groups.models import Group, group_user
 from defguard.core.locations import access
+from defguard.core.mail.service import queue_mail
 from defguard.core.settings.service import get_settings_row
 from defguard.core.users.models import MfaMethod, User
 from defguard.core.users.schemas import UserInfo, UserInfoUpdate
@@ -481,15 +482,21 @@ def new_token_id() -> str:
 
 
 async def request_password_reset(
-    db: AsyncSession, user: User, *, actor: User, ctx: RequestContext
+    db: AsyncSession,
+    user: User,
+    *,
+    actor: User | None,
+    ctx: RequestContext,
+    edge_url: str,
 ) -> Token:
-    """Replace the user's unused reset tokens with a fresh one.
+    """Replace the user's unused reset tokens with a fresh one and mail the link.
 
-    The token row is what the reset flow on the Edge redeems; the e-mail with
-    the link is sent by the e-mail job of the Edge/enrollment feature, which
-    reads the row committed here.
+    `actor` is the admin who asked, or None when the user asked through the
+    Edge's public form. `edge_url` is the public Edge URL (trailing `/`): the
+    link opens the Edge's reset page, which redeems the token. The mail is
+    queued in this transaction, so it goes out only if the token is stored.
     """
-    if user.id == actor.id:
+    if actor is not None and user.id == actor.id:
         raise bad_request("cannot reset your own password this way")
     settings = await get_settings_row(db)
     await db.execute(
@@ -504,12 +511,31 @@ async def request_password_reset(
         id=new_token_id(),
         kind=TokenKind.PASSWORD_RESET,
         user_id=user.id,
-        admin_id=actor.id,
+        admin_id=actor.id if actor is not None else None,
         email=user.email,
         created_at=now,
         expires_at=now + timedelta(hours=settings.password_reset_token_timeout_hours),
     )
     db.add(token)
-    record(db, ctx, actor, "password_reset_requested", f"Password reset for {user.username}")
+    await queue_mail(
+        db,
+        to=user.email,
+        template="password_reset",
+        context={
+            "first_name": user.first_name,
+            "link": f"{edge_url}password-reset?token={token.id}",
+        },
+    )
+    if actor is None:
+        record(
+            db,
+            ctx,
+            user,
+            "password_reset_requested",
+            "Requested a password reset",
+            module="enrollment",
+        )
+    else:
+        record(db, ctx, actor, "password_reset_requested", f"Password reset for {user.username}")
     await db.flush()
     return token

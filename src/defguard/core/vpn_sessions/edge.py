@@ -1,0 +1,277 @@
+"""`client-mfa/start` and `client-mfa/finish`: MFA before a VPN connection (spec sequence 4(c)).
+
+`start` checks that the device may use the location with the chosen method,
+opens a pending session and hands out a token naming it; `finish` checks the
+code and turns the session into the device's active one, whose fresh
+preshared key makes the device a peer on the location's gateways. Both may
+run on different Cores: the token is signed with the shared secret and the
+session lives in PostgreSQL.
+
+Wrong codes are counted per device and per client address with the login
+throttle, and the count commits with the 401 so a retry of the same request
+on another Core neither counts it twice nor lets it slip.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import exists, select
+
+from defguard.core.activity.service import record
+from defguard.core.auth import throttle
+from defguard.core.auth.mfa import (
+    claim_totp_step,
+    current_totp_step,
+    email_code,
+    verify_email_code,
+    verify_totp,
+)
+from defguard.core.devices.models import Device, DeviceLocation, DeviceType
+from defguard.core.edge_requests.dispatch import EdgeCall, EdgeError, EdgeResult, edge_handler
+from defguard.core.errors import ApiError
+from defguard.core.locations.access import allowed_pairs
+from defguard.core.locations.models import Location, LocationMfaMode
+from defguard.core.mail.service import queue_mail
+from defguard.core.settings.service import get_settings_row
+from defguard.core.users.models import User
+from defguard.core.vpn_sessions import service, tokens
+from defguard.core.vpn_sessions.models import VpnClientSession
+from defguard.edge import routes
+
+_BIGINT_MAX = 2**63 - 1
+
+
+class ClientMfaMethod(enum.IntEnum):
+    """The clients' `MfaMethod` numbers."""
+
+    TOTP = 0
+    EMAIL = 1
+    OIDC = 2
+    BIOMETRIC = 3
+    MOBILE_APPROVE = 4
+
+
+# What each location mode admits, and of that what this Core can verify:
+# biometric and mobile approval need the mobile app's signing keys, and
+# external MFA needs an OpenID provider, neither of which this Core has.
+LOCATION_METHODS = {
+    LocationMfaMode.INTERNAL: frozenset(
+        {
+            ClientMfaMethod.TOTP,
+            ClientMfaMethod.EMAIL,
+            ClientMfaMethod.BIOMETRIC,
+            ClientMfaMethod.MOBILE_APPROVE,
+        }
+    ),
+    LocationMfaMode.EXTERNAL: frozenset({ClientMfaMethod.OIDC}),
+}
+OFFERED = frozenset({ClientMfaMethod.TOTP, ClientMfaMethod.EMAIL})
+
+NOT_AVAILABLE = "selected MFA method not available"
+UNAUTHORIZED = "unauthorized"
+
+
+def _bad(message: str) -> EdgeError:
+    return EdgeError(400, message)
+
+
+def _method(value: int, mode: LocationMfaMode) -> ClientMfaMethod:
+    try:
+        method = ClientMfaMethod(value)
+    except ValueError:
+        raise _bad("invalid MFA method selected") from None
+    if method not in LOCATION_METHODS.get(mode, frozenset()):
+        raise _bad("selected MFA method not supported by location")
+    if method not in OFFERED:
+        raise _bad(NOT_AVAILABLE)
+    return method
+
+
+def _configured(user: User, method: ClientMfaMethod) -> bool:
+    if method is ClientMfaMethod.TOTP:
+        return user.totp_enabled and user.totp_secret is not None
+    return user.email_mfa_enabled and user.email_mfa_secret is not None
+
+
+async def _may_use(call: EdgeCall, device: Device, location_id: int) -> bool:
+    """The same rule that gives the device an address there: no address, no peer, no MFA.
+
+    A user device also needs its owner admitted right now (active, in an
+    allowed group); a network device is bound to the location by its address.
+    """
+    db = call.db
+    addressed = await db.scalar(
+        select(
+            exists().where(
+                DeviceLocation.device_id == device.id,
+                DeviceLocation.wireguard_network_id == location_id,
+            )
+        )
+    )
+    if not addressed:
+        return False
+    if device.device_type is DeviceType.NETWORK:
+        return True
+    allowed = allowed_pairs(location_ids=[location_id], user_ids=[device.user_id])
+    return bool(await db.scalar(select(exists().where(allowed.c.user_id == device.user_id))))
+
+
+def _throttle_keys(call: EdgeCall, device_id: int) -> list[str]:
+    keys = [f"client-mfa:device:{device_id}"]
+    if call.client_ip:
+        keys.append(f"client-mfa:ip:{call.client_ip}")
+    return keys
+
+
+async def _guard(call: EdgeCall, keys: list[str]) -> None:
+    try:
+        for key in keys:
+            await throttle.guard(call.db, key)
+    except ApiError as exc:
+        if exc.status != 429:
+            raise
+        raise EdgeError(429, "too many attempts") from None
+
+
+@edge_handler("client_mfa.start")
+async def start(call: EdgeCall) -> EdgeResult:
+    body: routes.ClientMfaStart = call.body
+    db = call.db
+    location = None
+    if 0 < body.location_id <= _BIGINT_MAX:
+        location = await db.get(Location, body.location_id)
+    if location is None:
+        raise _bad("location not found")
+    if location.location_mfa_mode is LocationMfaMode.DISABLED:
+        raise _bad("MFA not enabled for location")
+    device = (
+        await db.execute(
+            select(Device)
+            .where(Device.wireguard_pubkey == body.pubkey)
+            .order_by(Device.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if device is None:
+        raise _bad("device not found")
+    user = await db.get(User, device.user_id)
+    if user is None:
+        raise _bad("user not found")
+    method = _method(body.method, location.location_mfa_mode)
+    if not _configured(user, method):
+        raise _bad(NOT_AVAILABLE)
+    if not await _may_use(call, device, location.id):
+        raise EdgeError(401, UNAUTHORIZED)
+    # The device lock before the throttle's, in the same order as `finish`.
+    await service.lock_device_location(db, location.id, device.id)
+    await _guard(call, _throttle_keys(call, device.id))
+    attempt = await service.open_attempt(
+        db, location_id=location.id, device_id=device.id, user_id=user.id, method=int(method)
+    )
+    settings = await get_settings_row(db)
+    if method is ClientMfaMethod.EMAIL and user.email_mfa_secret is not None:
+        await queue_mail(
+            db,
+            to=user.email,
+            template="mfa_code",
+            context={
+                "first_name": user.first_name,
+                "code": email_code(
+                    user.email_mfa_secret, interval=settings.mfa_code_timeout_seconds
+                ),
+                "purpose": f"connecting to VPN location {location.name}",
+            },
+        )
+    token = tokens.issue(
+        settings.secret_key,
+        tokens.MfaClaims(
+            session_id=attempt.id, location_id=location.id, pubkey=device.wireguard_pubkey
+        ),
+    )
+    return EdgeResult(body={"token": token, "challenge": None})
+
+
+def _code_correct(attempt: service.PendingAttempt, code: str, interval: int) -> bool:
+    user = attempt.user
+    if attempt.session.method == ClientMfaMethod.TOTP:
+        return user.totp_enabled and verify_totp(user.totp_secret, code)
+    return user.email_mfa_enabled and verify_email_code(
+        user.email_mfa_secret, code, interval=interval
+    )
+
+
+@edge_handler("client_mfa.finish")
+async def finish(call: EdgeCall) -> EdgeResult:
+    body: routes.ClientMfaFinish = call.body
+    db = call.db
+    settings = await get_settings_row(db)
+    try:
+        claims = tokens.verify(settings.secret_key, body.token)
+    except tokens.InvalidToken:
+        raise _bad("invalid token") from None
+    # The session row is what is locked, but the device lock comes first, as
+    # in `start`, so the two can never wait on each other in opposite order.
+    device_id = await db.scalar(
+        select(VpnClientSession.device_id).where(VpnClientSession.id == claims.session_id)
+    )
+    if device_id is None:
+        raise _bad("login session not found")
+    await service.lock_device_location(db, claims.location_id, device_id)
+    await service.lock_location(db, claims.location_id)
+    attempt = await service.pending_attempt(
+        db, session_id=claims.session_id, location_id=claims.location_id, pubkey=claims.pubkey
+    )
+    if attempt is None:
+        raise _bad("login session not found")
+    if attempt.location.location_mfa_mode is LocationMfaMode.DISABLED:
+        # Turned off since `start`: the device is a plain peer now.
+        raise _bad("MFA not enabled for location")
+    method = attempt.session.method
+    if method not in (ClientMfaMethod.TOTP, ClientMfaMethod.EMAIL):
+        raise _bad(NOT_AVAILABLE)
+    if not body.code:
+        raise _bad(
+            "TOTP code not provided"
+            if method == ClientMfaMethod.TOTP
+            else "email MFA code not provided"
+        )
+    keys = _throttle_keys(call, attempt.device.id)
+    await _guard(call, keys)
+
+    location, user = attempt.location, attempt.user
+    code = body.code.strip()
+    correct = _code_correct(attempt, code, settings.mfa_code_timeout_seconds)
+    if correct and method == ClientMfaMethod.TOTP:
+        # A code is valid for its whole step: one seen over a shoulder must not
+        # open a second session.
+        correct = await claim_totp_step(db, user.id, current_totp_step())
+    if correct and not await _may_use(call, attempt.device, location.id):
+        raise EdgeError(401, UNAUTHORIZED)
+    if not correct:
+        for key in keys:
+            await throttle.record_failure(db, key)
+        record(
+            call.db,
+            call.ctx,
+            user,
+            "vpn_client_mfa_failed",
+            f"Failed MFA for device {attempt.device.name} in VPN location {location.name}",
+            module="vpn",
+            location=location.name,
+        )
+        await db.flush()
+        raise EdgeError(401, UNAUTHORIZED, commit=True)
+
+    psk = await service.authorize(db, attempt.session)
+    record(
+        db,
+        call.ctx,
+        user,
+        "vpn_client_mfa_success",
+        f"Passed MFA for device {attempt.device.name} in VPN location {location.name}",
+        module="vpn",
+        location=location.name,
+    )
+    await db.flush()
+    return EdgeResult(body={"preshared_key": psk, "token": None})
