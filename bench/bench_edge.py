@@ -215,6 +215,7 @@ async def measure(args: argparse.Namespace, base: str, tokens: list[str], users:
         queue = list(users)
         random.shuffle(queue)
         used_step: dict[int, int] = {}
+        stale = [0]
 
         async def mfa() -> int:
             step = int(time.time()) // 30
@@ -226,16 +227,26 @@ async def measure(args: argparse.Namespace, base: str, tokens: list[str], users:
                     break
             else:
                 return 0
+            # Each simulated client has its own address (the Edge reads the right-most
+            # X-Forwarded-For entry), so per-address limits apply per client as in real life.
+            where = {
+                "X-Forwarded-For": f"10.{user_id >> 16 & 255}.{user_id >> 8 & 255}.{user_id & 255}"
+            }
             async with http.post(
-                f"{base}/client-mfa/start", json={"location_id": 1, "pubkey": pubkey, "method": 0}
+                f"{base}/client-mfa/start",
+                json={"location_id": 1, "pubkey": pubkey, "method": 0},
+                headers=where,
             ) as r:
                 if r.status != 200:
                     return 0
                 token = (await r.json())["token"]
             code = pyotp.TOTP(base64.b32encode(secret).decode().rstrip("=")).now()
             async with http.post(
-                f"{base}/client-mfa/finish", json={"token": token, "code": code}
+                f"{base}/client-mfa/finish", json={"token": token, "code": code}, headers=where
             ) as r:
+                if r.status == 401 and int(time.time()) // 30 != step:
+                    stale[0] += 1  # the code's TOTP step ended in flight; a client retries
+                    return 0
                 if r.status != 200:
                     return 0
                 psk = (await r.json())["preshared_key"]

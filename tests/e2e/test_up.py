@@ -29,7 +29,20 @@ def _free_port() -> int:
 def _start_up(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEFGUARD_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "defguard", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "defguard",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--edge-port",
+            str(_free_port()),
+            "--edge-grpc-port",
+            str(_free_port()),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -69,6 +82,16 @@ def test_up_prints_login_and_admin_gets_a_working_config(tmp_path):
         match = re.search(r"Login:\s+admin / (\S+)\s+\(generated", out)
         assert match, out
         password = match.group(1)
+
+        # The Edge is up and a Core has connected to it and provisioned it.
+        edge = re.search(r"Enrollment:\s+(http://127\.0\.0\.1:\d+)/", out)
+        assert edge, out
+        deadline = time.monotonic() + 30
+        state = None
+        while time.monotonic() < deadline and state != "connected":
+            state = httpx.get(f"{edge.group(1)}/api/v1/info", timeout=2).json()["server_state"]
+            time.sleep(0.2)
+        assert state == "connected"
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers=UA) as http:
             r = http.post("/auth", json={"username": "admin", "password": password})

@@ -67,7 +67,8 @@ async def register_proxies(db: Database, settings: CoreSettings) -> None:
 
 
 async def serve_core(settings: CoreSettings, url: URL) -> None:
-    db = Database(url)
+    # Room for the Edge links' concurrent requests plus the API (see links/edge.py).
+    db = Database(url, pool_size=16)
     password = settings.default_admin_password
     result = await bootstrap(db, password.get_secret_value() if password else None)
     announce_admin(result, settings)

@@ -87,6 +87,9 @@ class EdgeResult:
     body: Any = None  # JSON-serialisable; None answers with an empty body
     status: int = 200
     metadata: dict[str, str] = field(default_factory=dict)
+    # Work to do once the request committed (before answering); a failure is
+    # logged, not reported: the request itself succeeded.
+    after_commit: list[Callable[[Database], Awaitable[None]]] = field(default_factory=list)
 
 
 class EdgeError(Exception):
@@ -209,11 +212,16 @@ async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
             payload = _encode(result.body)
             _store(session, request, result.status, payload, result.metadata)
             await session.commit()
-            return _response(request.request_id, result.status, payload, result.metadata)
         except Exception:
             await session.rollback()
             log.exception("an Edge request failed", op=request.method)
             return _response(request.request_id, 500, error_body("Internal server error"), {})
+    for follow_up in result.after_commit:
+        try:
+            await follow_up(db)
+        except Exception:
+            log.exception("follow-up of a committed Edge request failed", op=request.method)
+    return _response(request.request_id, result.status, payload, result.metadata)
 
 
 async def _dispatch_read_only(

@@ -36,7 +36,7 @@ from defguard.proto import common_pb2, edge_pb2, edge_pb2_grpc
 log = structlog.get_logger("defguard.core.links")
 
 # Requests one link serves at once; the rest wait in the link's stream.
-MAX_CONCURRENT_REQUESTS = 16
+MAX_CONCURRENT_REQUESTS = 24
 # Answers sent together in one message when several are ready.
 MAX_BATCH = 64
 

@@ -26,6 +26,7 @@ from defguard.core.jobs import libpq_uri
 from defguard.core.links import records
 from defguard.core.links.edge import EdgeLink, EdgeTarget
 from defguard.core.links.gateway import GatewayLink, GatewayTarget, cancel_and_wait
+from defguard.core.locations.access import sweep_pending
 from defguard.core.locations.models import Location
 from defguard.core.proxies.models import Proxy
 from defguard.db.engine import Database
@@ -39,6 +40,8 @@ LOCATION_CHANNEL = "defguard_location"
 HEARTBEAT_SECONDS = 5.0
 # How often the rows and revisions are re-read even without notifications.
 RESCAN_SECONDS = 30.0
+# How often (and after how long) committed peer changes without a revision are published.
+SWEEP_SECONDS = 1.0
 
 
 class LinkManager:
@@ -67,6 +70,7 @@ class LinkManager:
         self._tasks = [
             asyncio.create_task(self._listen(), name="gateway-listener"),
             asyncio.create_task(self._beat(), name="gateway-heartbeat"),
+            asyncio.create_task(self._sweep(), name="revision-sweeper"),
         ]
 
     async def listening(self) -> None:
@@ -197,6 +201,22 @@ class LinkManager:
             self.revision_committed(int(location), int(revision))
         except ValueError:
             log.warning("ignored a malformed location notice", payload=payload)
+
+    async def _sweep(self) -> None:
+        """Revisions for committed peer changes whose own bump never ran (a Core died).
+
+        MFA successes bump their location right after committing; this covers
+        the moment between the two, so gateways converge within seconds even
+        then. With nothing pending it is one index lookup per second.
+        """
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                swept = await sweep_pending(self.db, SWEEP_SECONDS)
+                if swept:
+                    log.info("published forgotten peer changes", locations=swept)
+            except Exception:
+                log.exception("revision sweep failed")
 
     async def _beat(self) -> None:
         elapsed = 0.0

@@ -55,6 +55,7 @@ from defguard.core.errors import ApiError, bad_request
 from defguard.core.groups.models import Group, group_user
 from defguard.core.locations.models import Location, location_allowed_group
 from defguard.core.users.models import User
+from defguard.db.engine import Database
 from defguard.wireguard.addressing import (
     Address,
     AddressPlan,
@@ -306,6 +307,37 @@ async def bump_revisions(db: AsyncSession, location_ids: Iterable[int]) -> None:
     ids = sorted(set(location_ids))
     if ids:
         await db.execute(_BUMP, {"ids": ids})
+
+
+_PENDING_LOCATIONS = text(
+    """
+    SELECT DISTINCT location_id FROM peer_change
+    WHERE revision IS NULL AND created_at < timezone('utc', now()) - make_interval(secs => :age)
+    """
+)
+
+
+async def bump_committed(db: Database, location_ids: Iterable[int]) -> None:
+    """A revision for changes that already committed, in a transaction of its own.
+
+    For the hottest change, a VPN-client MFA success: bumping inside the
+    request's transaction would hold the location row, and so serialise
+    every MFA of that location, for the whole rest of the request. Here the
+    row is held for one statement. Should the Core die between the commit and
+    this, `sweep_pending` bumps the forgotten rows within seconds.
+    """
+    ids = sorted(set(location_ids))
+    if ids:
+        async with db.transaction() as s:
+            await s.execute(_BUMP, {"ids": ids})
+
+
+async def sweep_pending(db: Database, older_than_seconds: float) -> list[int]:
+    """Bump locations whose committed peer changes no revision has claimed yet."""
+    async with db.session() as s:
+        ids = list((await s.execute(_PENDING_LOCATIONS, {"age": older_than_seconds})).scalars())
+    await bump_committed(db, ids)
+    return ids
 
 
 # -- errors --------------------------------------------------------------------

@@ -30,13 +30,14 @@ from defguard.core.auth.mfa import (
 from defguard.core.devices.models import Device, DeviceLocation, DeviceType
 from defguard.core.edge_requests.dispatch import EdgeCall, EdgeError, EdgeResult, edge_handler
 from defguard.core.errors import ApiError
-from defguard.core.locations.access import allowed_pairs
+from defguard.core.locations.access import allowed_pairs, bump_committed
 from defguard.core.locations.models import Location, LocationMfaMode
 from defguard.core.mail.service import queue_mail
 from defguard.core.settings.service import get_settings_row
 from defguard.core.users.models import User
 from defguard.core.vpn_sessions import service, tokens
 from defguard.core.vpn_sessions.models import VpnClientSession
+from defguard.db.engine import Database
 from defguard.edge import routes
 
 _BIGINT_MAX = 2**63 - 1
@@ -125,9 +126,17 @@ def _throttle_keys(call: EdgeCall, device_id: int) -> list[str]:
 
 
 async def _guard(call: EdgeCall, keys: list[str]) -> None:
+    """The device's key is serialised (exact counting); the address's is only checked.
+
+    Locking the address key would make every client behind one NAT address
+    pass MFA one at a time; its count may be off by a few concurrent failures.
+    """
+    device_key, *others = keys
     try:
-        for key in keys:
-            await throttle.guard(call.db, key)
+        await throttle.guard(call.db, device_key)
+        for key in others:
+            if await throttle.is_blocked(call.db, key):
+                raise throttle.too_many_attempts()
     except ApiError as exc:
         if exc.status != 429:
             raise
@@ -218,7 +227,6 @@ async def finish(call: EdgeCall) -> EdgeResult:
     if device_id is None:
         raise _bad("login session not found")
     await service.lock_device_location(db, claims.location_id, device_id)
-    await service.lock_location(db, claims.location_id)
     attempt = await service.pending_attempt(
         db, session_id=claims.session_id, location_id=claims.location_id, pubkey=claims.pubkey
     )
@@ -274,4 +282,9 @@ async def finish(call: EdgeCall) -> EdgeResult:
         location=location.name,
     )
     await db.flush()
-    return EdgeResult(body={"preshared_key": psk, "token": None})
+    location_id = location.id
+
+    async def publish(database: Database) -> None:
+        await bump_committed(database, [location_id])
+
+    return EdgeResult(body={"preshared_key": psk, "token": None}, after_commit=[publish])

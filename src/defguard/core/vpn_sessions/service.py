@@ -159,7 +159,8 @@ async def authorize(db: AsyncSession, attempt: VpnClientSession) -> str:
 
     The device's previous active session in the location ends first (the
     unique index allows one), and the location's revision grows so its
-    gateways re-key the peer. The caller holds `lock_device_location`.
+    gateways re-key the peer once the caller has it bumped after the commit.
+    The caller holds `lock_device_location`.
     """
     now = utcnow()
     await db.execute(
@@ -177,7 +178,7 @@ async def authorize(db: AsyncSession, attempt: VpnClientSession) -> str:
     attempt.preshared_key = psk
     attempt.authorized_at = now
     await db.flush()
-    await bump_revisions(db, [attempt.location_id])
+    # The revision is bumped after the commit (`bump_committed`), see the caller.
     return psk
 
 

@@ -98,8 +98,11 @@ CREATE INDEX vpn_client_session_device_idx ON vpn_client_session (device_id);
 CREATE FUNCTION peer_change_vpn_session() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO peer_change (location_id, public_key)
-        SELECT OLD.location_id, d.wireguard_pubkey FROM device d WHERE d.id = OLD.device_id;
+        -- Only an active session's removal changes the peer; a dropped attempt did not.
+        IF OLD.authorized_at IS NOT NULL AND OLD.ended_at IS NULL THEN
+            INSERT INTO peer_change (location_id, public_key)
+            SELECT OLD.location_id, d.wireguard_pubkey FROM device d WHERE d.id = OLD.device_id;
+        END IF;
         RETURN OLD;
     END IF;
     IF TG_OP = 'UPDATE' AND (OLD.preshared_key, OLD.authorized_at, OLD.ended_at)
