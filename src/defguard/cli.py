@@ -284,6 +284,19 @@ def up(
     edge_grpc_port: Annotated[
         int, typer.Option("--edge-grpc-port", min=1, max=65535, help="First Edge's gRPC port.")
     ] = 50051,
+    gateways: Annotated[
+        int,
+        typer.Option(
+            "--gateways",
+            min=0,
+            max=16,
+            help="Gateway processes for the first location (needs root; wireguard-go without the kernel module).",
+        ),
+    ] = 0,
+    gateway_grpc_port: Annotated[
+        int,
+        typer.Option("--gateway-grpc-port", min=1, max=65535, help="First Gateway's gRPC port."),
+    ] = 50066,
 ) -> None:
     """Run the whole system on this machine, with an embedded PostgreSQL unless one is configured.
 
@@ -298,21 +311,32 @@ def up(
     from defguard.db.engine import Database
 
     settings = _core_settings(data_dir, http_port=port, http_bind_address=bind)
-    for first, count, what in ((port, cores, "--port"), (edge_port, edges, "--edge-port")):
+    if gateways and os.geteuid() != 0:
+        fail("--gateways needs root: each gateway creates a WireGuard interface and nftables table")
+    for first, count, what in (
+        (port, cores, "--port"),
+        (edge_port, edges, "--edge-port"),
+        (gateway_grpc_port, gateways, "--gateway-grpc-port"),
+    ):
         if first + count - 1 > 65535:
             fail(f"{what} {first} leaves no room for {count} processes")
     url = prepare_database(settings)
 
-    async def _boot() -> tuple[bool, str | None]:
+    async def _boot() -> tuple[bool, str | None, int]:
+        from defguard.core.console import ensure_local_gateways
+
         db = Database(url, pool_size=1)
         try:
             pw = settings.default_admin_password
             result = await bootstrap(db, pw.get_secret_value() if pw else None)
-            return result.admin_created, result.generated_password
+            wg_port = (
+                await ensure_local_gateways(db, gateways, gateway_grpc_port) if gateways else 0
+            )
+            return result.admin_created, result.generated_password, wg_port
         finally:
             await db.dispose()
 
-    created, generated = asyncio.run(_boot())
+    created, generated, wg_port = asyncio.run(_boot())
     host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
     edge_urls = [f"http://{host}:{edge_port + i}" for i in range(edges)]
     grpc_urls = [f"http://{host}:{edge_grpc_port + i}" for i in range(edges)]
@@ -347,7 +371,7 @@ def up(
                     _stop()
                     break
                 typer.echo(f"  {name} exited ({proc.returncode}); restarting", err=True)
-                command = "edge" if name.startswith("Edge") else "core"
+                command = name.split()[0].lower()
                 fresh = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                     [sys.executable, "-m", "defguard", command], env=environments[index]
                 )
@@ -365,6 +389,24 @@ def up(
             proc = subprocess.Popen([sys.executable, "-m", "defguard", "edge"], env=env)
             children.append((f"Edge {i + 1}", edge_urls[i], proc))
             envs.append(env)
+        for i in range(gateways):
+            env = dict(base)
+            env.pop("DEFGUARD_DATABASE_URL", None)  # a gateway needs no database
+            env["DEFGUARD_GRPC_PORT"] = str(gateway_grpc_port + i)
+            env["DEFGUARD_GRPC_BIND_ADDRESS"] = "127.0.0.1"
+            env["DEFGUARD_IFNAME"] = f"dgup{i + 1}"
+            env["DEFGUARD_GATEWAY_NAME"] = f"local-gateway-{i + 1}"
+            # Gateways of one location on one host cannot share the WireGuard port.
+            env["DEFGUARD_WG_LISTEN_PORT"] = str(wg_port + i)
+            proc = subprocess.Popen([sys.executable, "-m", "defguard", "gateway"], env=env)
+            children.append(
+                (
+                    f"Gateway {i + 1}",
+                    f"127.0.0.1:{gateway_grpc_port + i} (gRPC), UDP {wg_port + i}",
+                    proc,
+                )
+            )
+            envs.append(env)
         for i in range(cores):
             env = dict(base)
             env["DEFGUARD_HTTP_PORT"] = str(port + i)
@@ -375,7 +417,9 @@ def up(
             proc = subprocess.Popen([sys.executable, "-m", "defguard", "core"], env=env)
             children.append((f"Core {i + 1}", f"http://{host}:{port + i}", proc))
             envs.append(env)
-        for _, where, proc in children:
+        for name, where, proc in children:
+            if name.startswith("Gateway"):
+                continue  # no HTTP endpoint; the supervisor notices an exit
             if not _wait_healthy(where, proc):
                 _stop()
                 fail("a process did not start; see the log above")

@@ -125,6 +125,9 @@ class GatewaySettings(BaseSettings):
     # Force wireguard-go even when the kernel has WireGuard.
     userspace: bool = False
     disable_fw_mgmt: bool = False
+    # Listen on this WireGuard port instead of the location's: for several gateways of one
+    # location on one host (as `defguard up --gateways N` runs them), which cannot share a port.
+    wg_listen_port: int | None = Field(default=None, ge=1, le=65535)
     stats_period: float = Field(default=30.0, gt=0)
     # How long a stats batch waits for a Core's acknowledgement before going to another Core.
     stats_ack_timeout: float = Field(default=5.0, gt=0)

@@ -162,3 +162,108 @@ def test_up_prints_login_and_admin_gets_a_working_config(tmp_path):
             assert [n["name"] for n in http.get("/network").json()] == ["HQ"]
     finally:
         _stop(proc)
+
+
+def test_up_runs_several_of_each_component(tmp_path):
+    """`defguard up --cores 2 --edges 2 --gateways 2`: a full mesh, and a killed Core comes back."""
+    require_tools("wireguard-go", "wg", "ip", "nft", root=True)
+    data_dir = tmp_path / "data"
+    port, edge_port, edge_grpc, gw_grpc = (_free_port() for _ in range(4))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEFGUARD_")}
+    env["DEFGUARD_LINK_RETRY_SECONDS"] = "1"
+    env["DEFGUARD_DEFAULT_ADMIN_PASSWORD"] = "Up!Adm1nPassw0rd"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "defguard",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--edge-port",
+            str(edge_port),
+            "--edge-grpc-port",
+            str(edge_grpc),
+            "--gateway-grpc-port",
+            str(gw_grpc),
+            "--cores",
+            "2",
+            "--edges",
+            "2",
+            "--gateways",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Press Ctrl+C" in line:
+            break
+    out = "".join(lines)
+    try:
+        assert "Press Ctrl+C" in out, out
+        for name in ("Core 1", "Core 2", "Edge 1", "Edge 2", "Gateway 1", "Gateway 2"):
+            assert name in out, out
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers=UA) as http:
+            r = http.post("/auth", json={"username": "admin", "password": "Up!Adm1nPassw0rd"})
+            assert r.status_code == 200, r.text
+
+            def all_connected() -> bool:
+                gateways = http.get("/gateway").json()
+                proxies = http.get("/proxy").json()
+                return (
+                    len(gateways) == 2
+                    and all(g["connected"] for g in gateways)
+                    and len(proxies) == 2
+                    and all(p["connected"] for p in proxies)
+                )
+
+            deadline = time.monotonic() + 60
+            while not all_connected():
+                assert time.monotonic() < deadline, (
+                    http.get("/gateway").json(),
+                    http.get("/proxy").json(),
+                )
+                time.sleep(0.5)
+
+            # SIGKILL the second Core: the supervisor restarts it on its port.
+            ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+            second = f"http://127.0.0.1:{port + 1}/api/v1"
+            cores = [
+                int(line.split()[0])
+                for line in ps.splitlines()
+                if "defguard core" in line and str(data_dir) not in line
+            ]
+            assert cores
+            before = httpx.get(f"{second}/health", timeout=2).status_code
+            assert before == 200
+            victims = [
+                pid
+                for pid in cores
+                if f"DEFGUARD_HTTP_PORT={port + 1}"
+                in Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b" ").decode()
+            ]
+            assert len(victims) == 1
+            os.kill(victims[0], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{second}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the killed Core was not restarted"
+                time.sleep(0.5)
+    finally:
+        _stop(proc)

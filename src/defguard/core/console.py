@@ -76,3 +76,62 @@ async def reset_password(db: Database, username: str, password: str) -> None:
             "password_changed_by_admin",
             f"Password of {username} set from the console",
         )
+
+
+async def ensure_local_gateways(db: Database, count: int, first_grpc_port: int) -> int:
+    """Gateway rows for `defguard up --gateways N` on this machine; returns the WireGuard port.
+
+    They serve the first location, which is created (`Default`, 10.200.0.1/24)
+    when there is none, so the system is usable as soon as it starts.
+    """
+    from sqlalchemy import select
+
+    from defguard.core.gateways.models import Gateway
+    from defguard.core.gateways.schemas import AdoptGateway
+    from defguard.core.gateways.service import adopt_gateway
+    from defguard.core.locations.models import Location, LocationMfaMode, ServiceLocationMode
+    from defguard.core.locations.schemas import LocationWrite
+    from defguard.core.locations.service import create_location
+
+    async with db.transaction() as session:
+        location = (
+            await session.execute(select(Location).order_by(Location.id).limit(1))
+        ).scalar_one_or_none()
+        if location is None:
+            location = await create_location(
+                session,
+                LocationWrite(
+                    name="Default",
+                    address="10.200.0.1/24",
+                    endpoint="127.0.0.1",
+                    port=51820,
+                    allowed_ips="10.200.0.0/24",
+                    dns=None,
+                    mtu=1420,
+                    fwmark=0,
+                    allow_all_groups=True,
+                    allowed_groups=[],
+                    keepalive_interval=25,
+                    peer_disconnect_threshold=300,
+                    acl_enabled=False,
+                    acl_default_allow=False,
+                    location_mfa_mode=LocationMfaMode.DISABLED,
+                    service_location_mode=ServiceLocationMode.DISABLED,
+                ),
+                actor=_console_actor(),
+                ctx=CONSOLE,
+            )
+        for i in range(count):
+            port = first_grpc_port + i
+            name = f"local-gateway-{i + 1}"
+            exists = await session.execute(
+                select(Gateway.id).where(Gateway.address == "127.0.0.1", Gateway.port == port)
+            )
+            if exists.first() is None:
+                await adopt_gateway(
+                    session,
+                    location.id,
+                    AdoptGateway(name=name, ip_or_domain="127.0.0.1", grpc_port=port),
+                    actor=_console_actor(),
+                )
+        return location.port

@@ -133,6 +133,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event | None = None) ->
         ifname=ifname,
         instance_id=str(uuid.uuid4()),
         stats_ack_timeout=settings.stats_ack_timeout,
+        listen_port=settings.wg_listen_port,
     )
     server = grpc.aio.server(options=SERVER_OPTIONS)
     gateway_pb2_grpc.add_GatewayServicer_to_server(service, server)

@@ -204,8 +204,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         ifname: str,
         instance_id: str,
         stats_ack_timeout: float,
+        listen_port: int | None = None,
     ) -> None:
         self.sync = sync
+        self.listen_port = listen_port
         self.name = name
         self.ifname = ifname
         self.sender = common_pb2.Peer(
@@ -264,6 +266,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     async def _on_state(
         self, link: CoreLink, msg: gateway_pb2.LocationState | gateway_pb2.LocationUpdate
     ) -> None:
+        if self.listen_port and msg.HasField("interface"):
+            msg.interface.listen_port = self.listen_port
         outcome = await self.sync.handle(msg)
         kind = "full state" if isinstance(msg, gateway_pb2.LocationState) else "update"
         if outcome.kind == "applied":
