@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard.core.auth.models import LoginFailure
@@ -34,19 +34,18 @@ def too_many_attempts() -> ApiError:
     return ApiError(429, "Too many login attempts")
 
 
+# Built once: these run on every login and every VPN-client MFA attempt.
+_RECENT = (
+    select(LoginFailure.at)
+    .where(LoginFailure.login == bindparam("key"))
+    .order_by(LoginFailure.at.desc())
+    .limit(MAX_FAILURES)
+)
+_LOCK = select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(bindparam("key"))))
+
+
 async def is_blocked(db: AsyncSession, key: str) -> bool:
-    recent = (
-        (
-            await db.execute(
-                select(LoginFailure.at)
-                .where(LoginFailure.login == key)
-                .order_by(LoginFailure.at.desc())
-                .limit(MAX_FAILURES)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    recent = (await db.execute(_RECENT, {"key": key})).scalars().all()
     if len(recent) < MAX_FAILURES:
         return False
     last, fifth = recent[0], recent[-1]
@@ -55,7 +54,7 @@ async def is_blocked(db: AsyncSession, key: str) -> bool:
 
 async def guard(db: AsyncSession, key: str) -> None:
     """Serialise attempts on `key` and refuse one while the key is blocked."""
-    await db.execute(select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(key))))
+    await db.execute(_LOCK, {"key": key})
     if await is_blocked(db, key):
         raise too_many_attempts()
 

@@ -27,7 +27,7 @@ from typing import Any
 import procrastinate
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard import __version__
@@ -148,10 +148,13 @@ def _parse(request: Any) -> tuple[Handler, BaseModel] | Any:
     return handler, body
 
 
+# Built once: they run on every request that changes something.
+_REQUEST_LOCK = select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(bindparam("key"))))
+_STORED = select(EdgeRequest).where(EdgeRequest.request_id == bindparam("request_id"))
+
+
 async def _stored(db: AsyncSession, request_id: str) -> EdgeRequest | None:
-    return (
-        await db.execute(select(EdgeRequest).where(EdgeRequest.request_id == request_id))
-    ).scalar_one_or_none()
+    return (await db.execute(_STORED, {"request_id": request_id})).scalar_one_or_none()
 
 
 def _store(db: AsyncSession, request: Any, status: int, body: bytes, meta: dict[str, str]) -> None:
@@ -178,11 +181,7 @@ async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
         return await _dispatch_read_only(db, settings, request, handler, body)
     async with db.sessionmaker() as session:
         try:
-            await session.execute(
-                select(
-                    func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(request.request_id))
-                )
-            )
+            await session.execute(_REQUEST_LOCK, {"key": request.request_id})
             stored = await _stored(session, request.request_id)
             if stored is not None:
                 answer = _response(request.request_id, stored.status, stored.body, stored.metadata_)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 
 from defguard.core.activity.service import record
 from defguard.core.auth import throttle
@@ -27,10 +27,10 @@ from defguard.core.auth.mfa import (
     verify_email_code,
     verify_totp,
 )
-from defguard.core.devices.models import Device, DeviceLocation, DeviceType
+from defguard.core.devices.models import Device, DeviceType
 from defguard.core.edge_requests.dispatch import EdgeCall, EdgeError, EdgeResult, edge_handler
 from defguard.core.errors import ApiError
-from defguard.core.locations.access import allowed_pairs, bump_committed
+from defguard.core.locations.access import bump_committed, device_admitted
 from defguard.core.locations.models import Location, LocationMfaMode
 from defguard.core.mail.service import queue_mail
 from defguard.core.settings.service import get_settings_row
@@ -101,21 +101,13 @@ async def _may_use(call: EdgeCall, device: Device, location_id: int) -> bool:
     A user device also needs its owner admitted right now (active, in an
     allowed group); a network device is bound to the location by its address.
     """
-    db = call.db
-    addressed = await db.scalar(
-        select(
-            exists().where(
-                DeviceLocation.device_id == device.id,
-                DeviceLocation.wireguard_network_id == location_id,
-            )
-        )
+    return await device_admitted(
+        call.db,
+        device_id=device.id,
+        user_id=device.user_id,
+        location_id=location_id,
+        network_device=device.device_type is DeviceType.NETWORK,
     )
-    if not addressed:
-        return False
-    if device.device_type is DeviceType.NETWORK:
-        return True
-    allowed = allowed_pairs(location_ids=[location_id], user_ids=[device.user_id])
-    return bool(await db.scalar(select(exists().where(allowed.c.user_id == device.user_id))))
 
 
 def _throttle_keys(call: EdgeCall, device_id: int) -> list[str]:

@@ -64,19 +64,16 @@ def new_preshared_key() -> str:
     return base64.b64encode(secrets.token_bytes(PSK_BYTES)).decode("ascii")
 
 
+_DEVICE_LOCK = select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(bindparam("key"))))
+
+
 async def lock_device_location(db: AsyncSession, location_id: int, device_id: int) -> None:
     """Serialise MFA attempts of one device in one location, on every Core.
 
     Without it two concurrent attempts could each replace the other's pending
     session, or both try to become the device's one active session.
     """
-    await db.execute(
-        select(
-            func.pg_advisory_xact_lock(
-                _LOCK_NAMESPACE, func.hashtext(f"vpn-session:{location_id}:{device_id}")
-            )
-        )
-    )
+    await db.execute(_DEVICE_LOCK, {"key": f"vpn-session:{location_id}:{device_id}"})
 
 
 async def lock_location(db: AsyncSession, location_id: int) -> None:
