@@ -103,7 +103,13 @@ def fill(uri: str, users: int) -> tuple[list[str], list[tuple[int, str, bytes]]]
         with conn.cursor().copy("COPY polling_token (token, device_id) FROM STDIN") as copy:
             for i in range(users):
                 copy.write_row((tokens[i], 1000 + i))
+        # What Core's own bump would have done for these peers.
+        conn.execute("UPDATE wireguard_network SET config_revision = config_revision + 1")
+        conn.execute("UPDATE peer_change SET revision = 1 WHERE revision IS NULL")
         conn.commit()
+    # Planner statistics, as autovacuum would have them on a database in use.
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("ANALYZE")
     return tokens, [(1000 + i, keys[i], secrets_by_user[i]) for i in range(users)]
 
 

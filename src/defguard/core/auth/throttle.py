@@ -14,9 +14,11 @@ released when the request's transaction ends.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import Text, bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard.core.auth.models import LoginFailure
@@ -50,6 +52,34 @@ async def is_blocked(db: AsyncSession, key: str) -> bool:
         return False
     last, fifth = recent[0], recent[-1]
     return last - fifth <= WINDOW and utcnow() - last < BLOCK
+
+
+_RECENT_MANY = text(
+    """
+    SELECT login, array_agg(at ORDER BY at DESC) FROM (
+        SELECT login, at, row_number() OVER (PARTITION BY login ORDER BY at DESC) AS n
+        FROM login_failure WHERE login = ANY(:keys)
+    ) recent WHERE n <= :limit GROUP BY login
+    """
+).bindparams(bindparam("keys", type_=ARRAY(Text)))
+
+
+def _blocked(recent: list[datetime]) -> bool:
+    if len(recent) < MAX_FAILURES:
+        return False
+    last, fifth = recent[0], recent[MAX_FAILURES - 1]
+    return last - fifth <= WINDOW and utcnow() - last < BLOCK
+
+
+def lock_statement() -> Any:
+    """The statement `guard` serialises a key with (parameter `key`)."""
+    return _LOCK
+
+
+async def any_blocked(db: AsyncSession, keys: list[str]) -> bool:
+    """`is_blocked` for several keys in one query (an MFA attempt checks device and address)."""
+    rows = await db.execute(_RECENT_MANY, {"keys": keys, "limit": MAX_FAILURES})
+    return any(_blocked(list(recent)) for _, recent in rows)
 
 
 async def guard(db: AsyncSession, key: str) -> None:

@@ -375,7 +375,8 @@ async def bump_committed(db: Database, location_ids: Iterable[int]) -> None:
     """
     ids = sorted(set(location_ids))
     if ids:
-        async with db.transaction() as s:
+        # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
+        async with db.autocommit_sessionmaker() as s:
             await s.execute(_BUMP, {"ids": ids})
 
 

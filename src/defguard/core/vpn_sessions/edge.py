@@ -29,10 +29,10 @@ from defguard.core.auth.mfa import (
 )
 from defguard.core.devices.models import Device, DeviceType
 from defguard.core.edge_requests.dispatch import EdgeCall, EdgeError, EdgeResult, edge_handler
-from defguard.core.errors import ApiError
 from defguard.core.locations.access import bump_committed, device_admitted
 from defguard.core.locations.models import Location, LocationMfaMode
 from defguard.core.mail.service import queue_mail
+from defguard.core.settings.models import Settings
 from defguard.core.settings.service import get_settings_row
 from defguard.core.users.models import User
 from defguard.core.vpn_sessions import service, tokens
@@ -123,40 +123,37 @@ async def _guard(call: EdgeCall, keys: list[str]) -> None:
     Locking the address key would make every client behind one NAT address
     pass MFA one at a time; its count may be off by a few concurrent failures.
     """
-    device_key, *others = keys
-    try:
-        await throttle.guard(call.db, device_key)
-        for key in others:
-            if await throttle.is_blocked(call.db, key):
-                raise throttle.too_many_attempts()
-    except ApiError as exc:
-        if exc.status != 429:
-            raise
-        raise EdgeError(429, "too many attempts") from None
+    device_key = keys[0]
+    await call.db.execute(throttle.lock_statement(), {"key": device_key})
+    if await throttle.any_blocked(call.db, keys):
+        raise EdgeError(429, "too many attempts")
 
 
 @edge_handler("client_mfa.start")
 async def start(call: EdgeCall) -> EdgeResult:
     body: routes.ClientMfaStart = call.body
     db = call.db
-    location = None
-    if 0 < body.location_id <= _BIGINT_MAX:
-        location = await db.get(Location, body.location_id)
+    location_id = body.location_id if 0 < body.location_id <= _BIGINT_MAX else 0
+    # One round trip for everything the checks below read.
+    found = (
+        await db.execute(
+            select(Settings, Location, Device, User)
+            .select_from(Settings)
+            .outerjoin(Location, Location.id == location_id)
+            .outerjoin(Device, Device.wireguard_pubkey == body.pubkey)
+            .outerjoin(User, User.id == Device.user_id)
+            .where(Settings.id == 1)
+            .order_by(Device.id)
+            .limit(1)
+        )
+    ).one()
+    settings, location, device, user = found
     if location is None:
         raise _bad("location not found")
     if location.location_mfa_mode is LocationMfaMode.DISABLED:
         raise _bad("MFA not enabled for location")
-    device = (
-        await db.execute(
-            select(Device)
-            .where(Device.wireguard_pubkey == body.pubkey)
-            .order_by(Device.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
     if device is None:
         raise _bad("device not found")
-    user = await db.get(User, device.user_id)
     if user is None:
         raise _bad("user not found")
     method = _method(body.method, location.location_mfa_mode)
@@ -170,7 +167,6 @@ async def start(call: EdgeCall) -> EdgeResult:
     attempt = await service.open_attempt(
         db, location_id=location.id, device_id=device.id, user_id=user.id, method=int(method)
     )
-    settings = await get_settings_row(db)
     if method is ClientMfaMethod.EMAIL and user.email_mfa_secret is not None:
         await queue_mail(
             db,

@@ -67,6 +67,9 @@ CREATE TABLE edge_request (
 );
 CREATE INDEX edge_request_created_idx ON edge_request (created_at);
 
+-- Clients name their device by public key (VPN-client MFA, enrollment's network_info).
+CREATE INDEX device_wireguard_pubkey_idx ON device (wireguard_pubkey);
+
 CREATE TABLE polling_token (
     token text PRIMARY KEY,
     device_id bigint NOT NULL UNIQUE REFERENCES device(id) ON DELETE CASCADE,
