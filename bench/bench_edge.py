@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -222,6 +223,7 @@ async def measure(args: argparse.Namespace, base: str, tokens: list[str], users:
         random.shuffle(queue)
         used_step: dict[int, int] = {}
         stale = [0]
+        why: Counter[str] = Counter()
 
         async def mfa() -> int:
             step = int(time.time()) // 30
@@ -244,6 +246,7 @@ async def measure(args: argparse.Namespace, base: str, tokens: list[str], users:
                 headers=where,
             ) as r:
                 if r.status != 200:
+                    why[f"start {r.status} {(await r.text())[:60]}"] += 1
                     return 0
                 token = (await r.json())["token"]
             code = pyotp.TOTP(base64.b32encode(secret).decode().rstrip("=")).now()
@@ -254,6 +257,7 @@ async def measure(args: argparse.Namespace, base: str, tokens: list[str], users:
                     stale[0] += 1  # the code's TOTP step ended in flight; a client retries
                     return 0
                 if r.status != 200:
+                    why[f"finish {r.status} {(await r.text())[:60]}"] += 1
                     return 0
                 psk = (await r.json())["preshared_key"]
                 return len(base64.b64decode(psk)) == 32
@@ -268,6 +272,11 @@ async def measure(args: argparse.Namespace, base: str, tokens: list[str], users:
                 continue
             await fn()  # warm
             done, failed, lat = await run_phase(args.concurrency, args.seconds, fn)
+            if fn is mfa:
+                failed -= stale[0]
+                print(f"MFA codes whose TOTP step ended in flight (a client retries): {stale[0]}")
+                if why:
+                    print("MFA failures:", dict(why))
             results.append(
                 (name, done / args.seconds, failed, percentile(lat, 0.5), percentile(lat, 0.99))
             )
