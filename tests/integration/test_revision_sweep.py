@@ -57,3 +57,11 @@ async def test_bump_after_commit_claims_the_committed_change(db: Database) -> No
     async with db.session() as s:
         revision = await s.scalar(select(PeerChange.revision).where(PeerChange.public_key == "k2"))
     assert revision == await _revision(db, location_id)
+
+
+async def test_bump_after_commit_with_nothing_pending_makes_no_empty_revision(db: Database) -> None:
+    """Concurrent MFA successes claim each other's changes; the later bump then adds nothing."""
+    location_id = await _location(db)
+    before = await _revision(db, location_id)
+    await bump_committed(db, [location_id])
+    assert await _revision(db, location_id) == before

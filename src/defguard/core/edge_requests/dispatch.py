@@ -35,6 +35,7 @@ from defguard.config import CoreSettings
 from defguard.core.context import RequestContext
 from defguard.core.edge_requests.models import EdgeRequest
 from defguard.core.jobs import database_of, tasks
+from defguard.core.locations.access import sweep_pending
 from defguard.db.base import utcnow
 from defguard.db.engine import Database
 from defguard.edge import routes
@@ -187,6 +188,12 @@ async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
                 answer = _response(request.request_id, stored.status, stored.body, stored.metadata_)
                 await session.rollback()
                 log.info("answered a retried request from its stored result", op=request.method)
+                # The first attempt's Core may have died before its follow-ups
+                # (publishing peer changes): publish whatever is still pending now.
+                try:
+                    await sweep_pending(db, 0)
+                except Exception:
+                    log.exception("publishing pending peer changes failed")
                 return answer
             call = EdgeCall(
                 db=session,

@@ -356,6 +356,26 @@ async def bump_revisions(db: AsyncSession, location_ids: Iterable[int]) -> None:
         await db.execute(_BUMP, {"ids": ids})
 
 
+# Like _BUMP, but only where something is still unclaimed: concurrent MFA
+# successes claim each other's changes, and an empty revision costs every
+# gateway link a round of work for nothing.
+_BUMP_PENDING = text(
+    """
+    WITH bumped AS (
+        UPDATE wireguard_network SET config_revision = config_revision + 1
+        WHERE id = ANY(:ids) AND EXISTS (
+            SELECT 1 FROM peer_change p
+            WHERE p.location_id = wireguard_network.id AND p.revision IS NULL
+        )
+        RETURNING id, config_revision
+    ), stamped AS (
+        UPDATE peer_change SET revision = bumped.config_revision FROM bumped
+        WHERE peer_change.location_id = bumped.id AND peer_change.revision IS NULL
+    )
+    SELECT pg_notify('defguard_location', id || ':' || config_revision) FROM bumped
+    """
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
 _PENDING_LOCATIONS = text(
     """
     SELECT DISTINCT location_id FROM peer_change
@@ -377,7 +397,7 @@ async def bump_committed(db: Database, location_ids: Iterable[int]) -> None:
     if ids:
         # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
         async with db.autocommit_sessionmaker() as s:
-            await s.execute(_BUMP, {"ids": ids})
+            await s.execute(_BUMP_PENDING, {"ids": ids})
 
 
 async def sweep_pending(db: Database, older_than_seconds: float) -> list[int]:
