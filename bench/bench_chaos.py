@@ -77,9 +77,16 @@ def parse_args() -> argparse.Namespace:
         default=defaults.kill_in_flight,
         help="A kill waits (up to 1 s) for this many client requests in flight.",
     )
+    parser.add_argument(
+        "--kill-starting",
+        action="store_true",
+        help="Also kill Cores that are still starting up, not only linked ones.",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
-        "--keep", action="store_true", help="Keep the working directory (process logs)."
+        "--keep",
+        action="store_true",
+        help="Keep the working directory (process logs) even when every check passed.",
     )
     return parser.parse_args()
 
@@ -98,6 +105,7 @@ def options_from(args: argparse.Namespace) -> ChaosOptions:
         kill_every=(low, high),
         down_for=args.down_for,
         kill_in_flight=args.kill_in_flight,
+        kill_starting=args.kill_starting,
         seed=args.seed,
     )
 
@@ -127,7 +135,8 @@ def report(result: ChaosResult) -> None:
         for problem in problems[:50]:
             console.print(f"  {problem}", markup=False)
     else:
-        console.print("[bold green]no failed request, no duplicated effect, gateways in sync[/]")
+        synced = ", gateways in sync" if options.gateways else ""
+        console.print(f"[bold green]no failed request, no duplicated effect{synced}[/]")
 
 
 def main() -> int:
@@ -135,6 +144,7 @@ def main() -> int:
     options = options_from(args)
     workdir = Path(tempfile.mkdtemp(prefix="defguard-bench-chaos-"))
     server = ensure_server(workdir / "pg")
+    keep = args.keep
     try:
         admin = server.get_uri("postgres")
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -150,10 +160,14 @@ def main() -> int:
             print(f"load for {options.seconds:g} s; logs in {workdir}", flush=True)
             result = asyncio.run(run_chaos(cluster, mail, options))
         report(result)
+        keep = keep or bool(result.problems)
         return 1 if result.problems else 0
+    except BaseException:
+        keep = True
+        raise
     finally:
         server.cleanup()
-        if args.keep:
+        if keep:
             print(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
