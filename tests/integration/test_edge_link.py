@@ -45,13 +45,14 @@ class RunningEdge:
 
 
 @contextlib.asynccontextmanager
-async def running_edge() -> AsyncIterator[RunningEdge]:
+async def running_edge(**tls: object) -> AsyncIterator[RunningEdge]:
     http_port, grpc_port = free_port(), free_port()
     settings = EdgeSettings(
         proxy_http_port=http_port,
         http_bind_address="127.0.0.1",
         proxy_grpc_port=grpc_port,
         grpc_bind_address="127.0.0.1",
+        **tls,  # type: ignore[arg-type]
     )
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop))
@@ -357,3 +358,20 @@ async def test_retried_request_is_answered_from_the_stored_result(db: Database) 
             dispatch_module.HANDLERS.pop("enrollment.create_device", None)
         else:
             dispatch_module.HANDLERS["enrollment.create_device"] = saved
+
+
+async def test_core_verifies_the_edge_with_its_ca(db: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """DEFGUARD_PROXY_GRPC_CERT/KEY on the Edge, DEFGUARD_PROXY_GRPC_CA on Core: TLS."""
+    from tests.integration.test_gateway_links import _certificates
+
+    certs = _certificates(tmp_path)
+    async with running_edge(
+        proxy_grpc_cert=certs["gateway_cert"], proxy_grpc_key=certs["gateway_key"]
+    ) as edge:
+        await add_proxy(db, edge.grpc_port)
+        # A Core without the CA does not get through (plain gRPC to a TLS port).
+        async with core_links(db):
+            await asyncio.sleep(1.5)
+            assert (await edge.http.get("/info")).json()["server_state"] == "setup"
+        async with core_links(db, proxy_grpc_ca=certs["ca"]):
+            await wait_until(lambda: provisioned(edge))
