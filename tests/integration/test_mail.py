@@ -279,6 +279,8 @@ async def test_committed_mail_is_delivered_once_and_its_secret_stays_out_of_the_
     assert message["From"].addresses[0].addr_spec == SENDER
     assert message["From"].addresses[0].display_name == "Defguard"
     assert message.get_content_type() == "multipart/alternative"
+    # The same on every attempt of this job, so a re-sent copy is recognisably the same mail.
+    assert message["Message-ID"] == f"<defguard-job-{job['id']}@{SENDER.split('@')[1]}>"
     plain, html = parts(message)
     assert "Hello Jane <Admin>," in plain
     assert RESET_LINK in plain

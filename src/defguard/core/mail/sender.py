@@ -54,14 +54,26 @@ class SmtpConfig:
         )
 
 
-def build_message(config: SmtpConfig, to: str, mail: RenderedMail) -> EmailMessage:
-    """A multipart/alternative message: clients that cannot show HTML show the text part."""
+def build_message(
+    config: SmtpConfig, to: str, mail: RenderedMail, *, message_key: str | None = None
+) -> EmailMessage:
+    """A multipart/alternative message: clients that cannot show HTML show the text part.
+
+    `message_key` (the job's id) makes the Message-ID the same on every
+    attempt: a job re-run after its Core died between the SMTP server's
+    acceptance and the job's completion sends a copy that mail systems
+    recognise as the same message.
+    """
     message = EmailMessage()
     message["From"] = formataddr((config.sender_name, config.sender))
     message["To"] = to
     message["Subject"] = mail.subject
     message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid(domain=config.sender.rpartition("@")[2] or None)
+    domain = config.sender.rpartition("@")[2] or None
+    if message_key:
+        message["Message-ID"] = f"<defguard-{message_key}@{domain or 'localhost'}>"
+    else:
+        message["Message-ID"] = make_msgid(domain=domain)
     message.set_content(mail.text)
     message.add_alternative(mail.html, subtype="html")
     return message

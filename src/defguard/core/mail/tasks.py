@@ -40,7 +40,10 @@ async def send_mail(
 ) -> None:
     async with database_of(job_context).session() as db:
         config = SmtpConfig.from_settings(await get_settings_row(db))
-    message = build_message(config, to, render(template, context))
+    job_id = job_context.job.id if job_context.job is not None else None
+    message = build_message(
+        config, to, render(template, context), message_key=f"job-{job_id}" if job_id else None
+    )
     try:
         await send_message(config, message)
     except Exception as exc:
