@@ -154,6 +154,19 @@ _REQUEST_LOCK = select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext
 _STORED = select(EdgeRequest).where(EdgeRequest.request_id == bindparam("request_id"))
 
 
+def _call(session: AsyncSession, settings: CoreSettings, request: Any, body: BaseModel) -> EdgeCall:
+    return EdgeCall(
+        db=session,
+        operation=request.method,
+        body=body,
+        request_id=request.request_id,
+        client_ip=request.client_ip,
+        user_agent=request.user_agent or None,
+        metadata=dict(request.metadata),
+        settings=settings,
+    )
+
+
 async def _stored(db: AsyncSession, request_id: str) -> EdgeRequest | None:
     return (await db.execute(_STORED, {"request_id": request_id})).scalar_one_or_none()
 
@@ -195,16 +208,7 @@ async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
                 except Exception:
                     log.exception("publishing pending peer changes failed")
                 return answer
-            call = EdgeCall(
-                db=session,
-                operation=request.method,
-                body=body,
-                request_id=request.request_id,
-                client_ip=request.client_ip,
-                user_agent=request.user_agent or None,
-                metadata=dict(request.metadata),
-                settings=settings,
-            )
+            call = _call(session, settings, request, body)
             try:
                 result = await handler(call)
             except EdgeError as exc:
@@ -234,16 +238,7 @@ async def _dispatch_read_only(
     db: Database, settings: CoreSettings, request: Any, handler: Handler, body: BaseModel
 ) -> Any:
     async with db.autocommit_sessionmaker() as session:
-        call = EdgeCall(
-            db=session,
-            operation=request.method,
-            body=body,
-            request_id=request.request_id,
-            client_ip=request.client_ip,
-            user_agent=request.user_agent or None,
-            metadata=dict(request.metadata),
-            settings=settings,
-        )
+        call = _call(session, settings, request, body)
         try:
             result = await handler(call)
         except EdgeError as exc:

@@ -23,10 +23,10 @@ from defguard.core.edge_requests.handlers import dispatch
 from defguard.core.links import records
 from defguard.core.links.gateway import (
     HELLO_TIMEOUT,
-    INCOMPATIBLE_BACKOFF,
     IncompatibleVersion,
     LinkClosed,
     cancel_and_wait,
+    run_with_retries,
 )
 from defguard.core.links.protocol import INCOMPATIBLE_VERSION, compatible, open_channel, sender
 from defguard.core.settings.service import get_settings_row
@@ -103,26 +103,9 @@ class EdgeLink:
             self._task = None
 
     async def _run(self) -> None:
-        retry = self.settings.link_retry_seconds
-        while True:
-            self.log.info("Connecting to proxy")
-            delay = retry
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except IncompatibleVersion as exc:
-                self.log.error("proxy version is incompatible", reason=str(exc))
-                delay = retry * INCOMPATIBLE_BACKOFF
-            except grpc.aio.AioRpcError as exc:
-                self.log.warning("proxy link failed", code=exc.code().name, details=exc.details())
-            except (LinkClosed, TimeoutError) as exc:
-                self.log.warning("proxy link closed", reason=str(exc) or type(exc).__name__)
-            except Exception:
-                self.log.exception("proxy link failed")
-            finally:
-                await self._closed()
-            await asyncio.sleep(delay)
+        await run_with_retries(
+            "proxy", self.log, self.settings.link_retry_seconds, self._session, self._closed
+        )
 
     async def _closed(self) -> None:
         requests, self._requests = list(self._requests), set()

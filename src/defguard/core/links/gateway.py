@@ -9,6 +9,7 @@ Only this task writes to the stream, which keeps messages in revision order.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,40 @@ class IncompatibleVersion(Exception):
     """One side cannot talk to the other; retry, but rarely."""
 
 
+async def run_with_retries(
+    what: str,
+    logger: Any,
+    retry: float,
+    session: Callable[[], Awaitable[None]],
+    closed: Callable[[], Awaitable[None]],
+) -> None:
+    """A link's life: connect, converse until it breaks, clean up, wait, again; forever.
+
+    Shared by gateway and Edge links so both log each attempt the same way
+    (`Connecting to gateway` / `Connecting to proxy`) and back off the same
+    way from a peer whose version will not change by itself.
+    """
+    while True:
+        logger.info(f"Connecting to {what}")
+        delay = retry
+        try:
+            await session()
+        except asyncio.CancelledError:
+            raise
+        except IncompatibleVersion as exc:
+            logger.error(f"{what} version is incompatible", reason=str(exc))
+            delay = retry * INCOMPATIBLE_BACKOFF
+        except grpc.aio.AioRpcError as exc:
+            logger.warning(f"{what} link failed", code=exc.code().name, details=exc.details())
+        except (LinkClosed, TimeoutError) as exc:
+            logger.warning(f"{what} link closed", reason=str(exc) or type(exc).__name__)
+        except Exception:
+            logger.exception(f"{what} link failed")
+        finally:
+            await closed()
+        await asyncio.sleep(delay)
+
+
 @dataclass(frozen=True)
 class _Revision:
     revision: int
@@ -123,26 +158,9 @@ class GatewayLink:
     # -- connection loop ----------------------------------------------------------
 
     async def _run(self) -> None:
-        retry = self.settings.link_retry_seconds
-        while True:
-            self.log.info("Connecting to gateway")
-            delay = retry
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except IncompatibleVersion as exc:
-                self.log.error("gateway version is incompatible", reason=str(exc))
-                delay = retry * INCOMPATIBLE_BACKOFF
-            except grpc.aio.AioRpcError as exc:
-                self.log.warning("gateway link failed", code=exc.code().name, details=exc.details())
-            except (LinkClosed, TimeoutError) as exc:
-                self.log.warning("gateway link closed", reason=str(exc) or type(exc).__name__)
-            except Exception:
-                self.log.exception("gateway link failed")
-            finally:
-                await self._closed()
-            await asyncio.sleep(delay)
+        await run_with_retries(
+            "gateway", self.log, self.settings.link_retry_seconds, self._session, self._closed
+        )
 
     async def _closed(self) -> None:
         self._accepting = False
