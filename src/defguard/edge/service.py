@@ -10,6 +10,7 @@ import grpc
 import structlog
 
 from defguard import __version__
+from defguard.core.links.protocol import compatible
 from defguard.edge.router import CoreConnection, CoreRouter
 from defguard.proto import common_pb2, edge_pb2, edge_pb2_grpc
 
@@ -20,23 +21,6 @@ INCOMPATIBLE_VERSION = "incompatible_version"
 WRITER_DRAIN_TIMEOUT = 2.0
 # Requests sent together in one message when several are queued.
 MAX_BATCH = 64
-
-
-def _major(version: str) -> int | None:
-    try:
-        return int(version.split(".")[0])
-    except ValueError:
-        return None
-
-
-def compatible(core_version: str) -> bool:
-    """Same major version (and minor before 1.0) speak the same protocol."""
-    ours, theirs = __version__.split("."), core_version.split(".")
-    if _major(core_version) is None:
-        return False
-    if ours[0] == "0" or theirs[0] == "0":
-        return ours[:2] == theirs[:2]
-    return ours[0] == theirs[0]
 
 
 class EdgeService(edge_pb2_grpc.EdgeServicer):
@@ -97,7 +81,9 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         try:
             async for message in request_iterator:
                 if not connection.core_id:
-                    if message.sender.component != "core" or not compatible(message.sender.version):
+                    if message.sender.component != "core" or not compatible(
+                        __version__, message.sender.version
+                    ):
                         reason = (
                             f"incompatible peer {message.sender.component} {message.sender.version}"
                         )

@@ -20,6 +20,9 @@ Choices the contract leaves open:
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime
+
 from sqlalchemy import any_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -171,23 +174,34 @@ async def _device_names(db: AsyncSession, user_id: int) -> list[str]:
     return list((await db.execute(query)).scalars())
 
 
-# --- enrollment ----------------------------------------------------------------------
+async def _open_token(
+    call: EdgeCall, kinds: Collection[TokenKind]
+) -> tuple[Token, User, datetime, bool]:
+    """The start step of enrollment and password reset: redeem the token, open its session.
 
-
-@edge_handler("enrollment.start")
-async def enrollment_start(call: EdgeCall) -> EdgeResult:
-    db = call.db
-    token = await find_token(db, call.body.token)
+    Returns the token, its user, the session deadline and whether the session
+    was already open (starting again keeps the deadline).
+    """
+    token = await find_token(call.db, call.body.token)
     if token is None:
         raise EdgeError(401, "invalid token")
-    if token.kind not in ENROLLMENT_KINDS:
+    if token.kind not in kinds:
         raise EdgeError(403, "invalid token")
     already_open = token.session_deadline is not None
     try:
         deadline = open_session(token, utcnow())
     except TokenRejected as exc:
         raise _rejected(exc) from None
-    user = await _user(db, token.user_id)
+    return token, await _user(call.db, token.user_id), deadline, already_open
+
+
+# --- enrollment ----------------------------------------------------------------------
+
+
+@edge_handler("enrollment.start")
+async def enrollment_start(call: EdgeCall) -> EdgeResult:
+    db = call.db
+    token, user, deadline, already_open = await _open_token(call, ENROLLMENT_KINDS)
     if not user.is_active:
         raise EdgeError(403, "user is disabled")
     row = await get_settings_row(db)
@@ -482,17 +496,7 @@ async def password_reset_request(call: EdgeCall) -> EdgeResult:
 @edge_handler("password_reset.start")
 async def password_reset_start(call: EdgeCall) -> EdgeResult:
     db = call.db
-    token = await find_token(db, call.body.token)
-    if token is None:
-        raise EdgeError(401, "invalid token")
-    if token.kind not in RESET_KINDS:
-        raise EdgeError(403, "invalid token")
-    already_open = token.session_deadline is not None
-    try:
-        deadline = open_session(token, utcnow())
-    except TokenRejected as exc:
-        raise _rejected(exc) from None
-    user = await _user(db, token.user_id)
+    token, user, deadline, already_open = await _open_token(call, RESET_KINDS)
     if not user.is_active or not user.enrolled:
         raise EdgeError(403, "user disabled or not yet enrolled")
     if not already_open:
