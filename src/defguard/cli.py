@@ -443,9 +443,14 @@ def up(
         )
         typer.echo(
             "\n  Defguard is up.\n"
+            f"    Admin console: {admin_url}/\n"
             f"    Admin API:  {admin_url}/api/v1  (interactive docs: {admin_url}/api/v1/docs)\n"
             f"    Login:      {login}\n"
-            + (f"    Enrollment: {edge_urls[0]}/  (public Edge API)\n" if edges else "")
+            + (
+                f"    Enrollment: {edge_urls[0]}/  (enrollment pages and the public Edge API)\n"
+                if edges
+                else ""
+            )
             + parts
             + f"    Database:   {database}\n"
             "  Press Ctrl+C to stop.\n"

@@ -93,6 +93,14 @@ def test_up_prints_login_and_admin_gets_a_working_config(tmp_path):
             time.sleep(0.2)
         assert state == "connected"
 
+        # The printed console URL serves the sign-in page, and the Edge its enrollment page.
+        console = re.search(r"Admin console:\s+(http://127\.0\.0\.1:\d+)/", out)
+        assert console, out
+        page = httpx.get(f"{console.group(1)}/", follow_redirects=True, timeout=5)
+        assert page.status_code == 200 and 'id="login-form"' in page.text
+        page = httpx.get(f"{edge.group(1)}/", timeout=5)
+        assert page.status_code == 200 and 'id="token-form"' in page.text
+
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers=UA) as http:
             r = http.post("/auth", json={"username": "admin", "password": password})
             assert r.status_code == 200, r.text

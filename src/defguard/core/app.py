@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import configure_mappers
 
 import defguard.core.acl.tasks  # registers the periodic rule-expiry job
@@ -29,6 +28,7 @@ from defguard.core.proxies.api import router as proxies_router
 from defguard.core.settings.api import router as settings_router
 from defguard.core.system_api import router as system_router
 from defguard.core.users.api import router as users_router
+from defguard.core.webui.routes import install_console
 from defguard.db.engine import Database
 
 API_PREFIX = "/api/v1"
@@ -61,10 +61,6 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
     install_error_handlers(app)
     install_middleware(app)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse(f"{API_PREFIX}/docs")
-
     for router in (
         system_router,
         auth_router,
@@ -82,4 +78,5 @@ def create_app(settings: CoreSettings, db: Database, *, own_db: bool = False) ->
         proxies_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+    install_console(app)
     return app

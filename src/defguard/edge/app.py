@@ -23,19 +23,26 @@ import structlog
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount
 from starlette.routing import Route as HttpRoute
 
 from defguard import __version__
 from defguard.config import EdgeSettings
 from defguard.edge import cookies, headers, routes
+from defguard.edge.pages import not_found_page, page_routes
 from defguard.edge.router import CoreRouter, CoreTimeout, NoCoreConnected
 from defguard.proto import common_pb2
+from defguard.web.fetchguard import FetchGuard
+from defguard.web.templating import static_files
 
 log = structlog.get_logger("defguard.edge")
 
 BODY_LIMIT = 256 * 1024
 REQUEST_TIME_LIMIT = 30.0
+# QR codes for the enrollment page: a handful per enrollment, never a stream.
+QR_PER_SECOND = 2
+QR_BURST = 20
 
 HARDENING = [
     (b"x-powered-by", b"Defguard"),
@@ -184,14 +191,6 @@ class EdgeApi:
             return _plain(405, "Method not allowed")
         return _plain(404, "Not found")
 
-    async def web_ui(self, request: Request) -> Response:
-        del request
-        return HTMLResponse(
-            "<!doctype html><html><head><meta charset='utf-8'><title>Defguard</title></head>"
-            "<body><h1>Defguard</h1><p>Enroll with the Defguard client using the link "
-            "and token your administrator sent you.</p></body></html>"
-        )
-
     # -- forwarded routes --------------------------------------------------------------
 
     def endpoint(self, route: routes.Route) -> Callable[[Request], Awaitable[Response]]:
@@ -305,7 +304,11 @@ def create_edge_app(settings: EdgeSettings, router: CoreRouter, instance_id: str
             api.not_found,
             methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
         ),
-        HttpRoute("/{rest:path}", api.web_ui, methods=["GET"]),
+        *page_routes(RateLimiter(QR_PER_SECOND, QR_BURST).retry_after),
+        Mount("/static", app=static_files(), name="static"),
+        HttpRoute("/{rest:path}", not_found_page, methods=["GET"]),
     ]
     app = Starlette(routes=table)
-    return ResponseHeaders(app, router)
+    # Browsers label cross-site requests; refusing them protects the session
+    # cookies the pages use. The desktop client is no browser and passes.
+    return ResponseHeaders(FetchGuard(app), router)
