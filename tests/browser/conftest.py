@@ -75,8 +75,10 @@ class System:
         return pyotp.TOTP(self.totp_secret).now()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync API runs an event loop on this thread while it is
+    open, and the async tests of the other folders need the thread's loop free."""
     if shutil.which(CHROMIUM) is None:
         require_tools("chromium")
     with sync_playwright() as playwright:

@@ -138,3 +138,28 @@ def test_admin_starts_enrollment_user_completes_it_on_the_edge(
     page.goto(f"{system.console}/devices/{device['id']}")
     expect(page.locator("[data-download-config]").first).to_be_visible()
     shots(page, "device", phone=True)
+
+    # The admin adds a second device for the user with keys made in the console page.
+    page.goto(f"{system.console}/users/jroe")
+    page.click("#add-device summary")
+    page.fill("#add-device-form [name=name]", "jane-phone")
+    page.click("#generate-keys")
+    expect(page.locator("#add-device-form [name=wireguard_pubkey]")).to_have_value(
+        re.compile(r"^.{43}=$")
+    )
+    page.click("#add-device-submit")
+    expect(page.locator("#new-device-result")).to_be_visible()
+    expect(page.locator("#new-device-result .qr-box svg").first).to_be_visible()
+    shots(page, "user-new-device")
+    with page.expect_download() as info:
+        page.locator("#new-device-result .download-config").first.click()
+    path = tmp_path / "phone.conf"
+    info.value.save_as(path)
+    phone_private = re.search(r"PrivateKey = (\S+)", path.read_text())
+    assert phone_private is not None
+    devices = {d["name"]: d for d in system.api.get("/user/jroe").json()["user"]["devices"]}
+    assert devices["jane-phone"]["wireguard_pubkey"] == public_of(phone_private.group(1))
+    # Shown once: after leaving the page the private key is nowhere in it.
+    page.click("#new-device-done")
+    expect(page.locator("#new-device-result")).to_be_hidden()
+    assert phone_private.group(1) not in page.content()
