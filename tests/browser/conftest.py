@@ -23,8 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from sqlalchemy.engine import URL
 
 from tests.conftest import require_tools
-from tests.e2e.test_edge_system import EdgeProcess, _wait
-from tests.e2e.test_vpn_system import ADMIN_PASSWORD, CoreProcess
+from tests.processes import ADMIN_PASSWORD, CoreProcess, EdgeProcess, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # The machine has no route to the internet: without these Chromium keeps
@@ -102,7 +101,7 @@ def system(fresh_db_url: URL, tmp_path: Path) -> Iterator[System]:
     core.start()
     api = core.client()
     try:
-        _wait(
+        wait_for(
             lambda: (
                 httpx.get(f"{edge.public_url}/api/v1/health-grpc", timeout=1).status_code == 200
             ),

@@ -12,8 +12,6 @@ to a `defguard gateway`; an idle session ends and its peer leaves the gateway.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +28,7 @@ from sqlalchemy.engine import URL
 from defguard.client.state import StateStore
 from defguard.core.auth.mfa import totp_secret_base32
 from tests.conftest import require_tools
-from tests.e2e.test_vpn_system import CoreProcess
+from tests.processes import CoreProcess, EdgeProcess, wait_for
 from tests.wgtools import (
     GRPC_PORT,
     REPO,
@@ -73,73 +71,6 @@ with codes_file.open("a") as out:
     out.write(code + "\\n")
 print(code)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class EdgeProcess:
-    """`defguard edge`: public HTTP on the address clients reach, gRPC for Core on loopback."""
-
-    def __init__(self, http_address: str, log: Path) -> None:
-        self.http_address = http_address
-        self.http_port = _free_port()
-        self.grpc_port = _free_port()
-        self.log = log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DEFGUARD_")}
-        self.env.update(
-            DEFGUARD_PROXY_HTTP_PORT=str(self.http_port),
-            DEFGUARD_PROXY_GRPC_PORT=str(self.grpc_port),
-            DEFGUARD_HTTP_BIND_ADDRESS=http_address,
-            DEFGUARD_GRPC_BIND_ADDRESS="127.0.0.1",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def public_url(self) -> str:
-        return f"http://{self.http_address}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.grpc_port}"
-
-    def start(self) -> None:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "defguard", "edge"], env=self.env, stdout=out, stderr=out
-        )
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError("edge exited:\n" + self.log.read_text()[-4000:])
-            try:
-                return httpx.get(f"{self.public_url}/api/v1/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait(healthy, 30, "the edge to answer /health")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class Client:
@@ -243,7 +174,7 @@ def _tunnel_carries_traffic(client_ns: str) -> None:
     has the preshared key; an initiation that arrives before the peer is
     dropped, and WireGuard retries it 5 s later.
     """
-    _wait(
+    wait_for(
         lambda: ping(client_ns, GATEWAY_VPN_IP, count=1, wait=1.0) == 1,
         HANDSHAKE_RETRY + 5,
         "the first reply through the tunnel",
@@ -353,8 +284,8 @@ def test_enroll_mfa_connect_and_idle_expiry_through_the_edge(fresh_db_url, tmp_p
         )
         assert r.status_code == 201, r.text
         gateway_id = r.json()["id"]
-        _wait(lambda: _gateway_caught_up(fresh_db_url, gateway_id), 30, "the gateway link")
-        _wait(
+        wait_for(lambda: _gateway_caught_up(fresh_db_url, gateway_id), 30, "the gateway link")
+        wait_for(
             lambda: any(p["connected"] for p in http.get("/proxy").json()),
             30,
             "Core's link to the Edge",
@@ -409,7 +340,7 @@ def test_enroll_mfa_connect_and_idle_expiry_through_the_edge(fresh_db_url, tmp_p
         pubkey = client.pubkey()
 
         # Enrolled but not past MFA: the device is not a peer of the gateway.
-        _wait(lambda: _gateway_caught_up(fresh_db_url, gateway_id), 10, "the gateway to sync")
+        wait_for(lambda: _gateway_caught_up(fresh_db_url, gateway_id), 10, "the gateway to sync")
         assert pubkey not in _peers(gw)
 
         # A wrong code: no tunnel on the client, no peer on the gateway.
@@ -419,14 +350,14 @@ def test_enroll_mfa_connect_and_idle_expiry_through_the_edge(fresh_db_url, tmp_p
         assert result.returncode == 1, (result.stdout, result.stderr)
         assert "code rejected" in result.stderr, result.stderr
         assert not client.interface_exists()
-        _wait(lambda: _gateway_caught_up(fresh_db_url, gateway_id), 10, "the gateway to sync")
+        wait_for(lambda: _gateway_caught_up(fresh_db_url, gateway_id), 10, "the gateway to sync")
         assert pubkey not in _peers(gw)
 
         # The right code: the tunnel comes up, keyed with the session's preshared key.
         out = _ok(client.connect("--code-command", code_command))
         first_step = _totp_step()
         assert f"Connected to {LOCATION} on {client.ifname}" in out, out
-        _wait(lambda: pubkey in _peers(gw), 10, "the device's peer on the gateway")
+        wait_for(lambda: pubkey in _peers(gw), 10, "the device's peer on the gateway")
         first_psk = _peers(gw)[pubkey][1]
         assert first_psk != "(none)"
         assert client.tunnel_psk() == first_psk
@@ -443,7 +374,7 @@ def test_enroll_mfa_connect_and_idle_expiry_through_the_edge(fresh_db_url, tmp_p
         assert f"Disconnected {LOCATION}" in out, out
         assert not client.interface_exists()
         assert pubkey in _peers(gw)
-        _wait(
+        wait_for(
             lambda: pubkey not in _peers(gw),
             THRESHOLD + EXPIRY_JOB_PERIOD + 3 * STATS_PERIOD + 5,
             "the idle peer's removal",
@@ -461,9 +392,9 @@ def test_enroll_mfa_connect_and_idle_expiry_through_the_edge(fresh_db_url, tmp_p
         assert result.returncode == 1, (result.stdout, result.stderr)
         assert not client.interface_exists()
         assert pubkey not in _peers(gw)
-        _wait(lambda: _totp_step() > first_step, TOTP_STEP + 1, "the next TOTP step")
+        wait_for(lambda: _totp_step() > first_step, TOTP_STEP + 1, "the next TOTP step")
         _ok(client.connect("--code-command", code_command))
-        _wait(lambda: pubkey in _peers(gw), 10, "the device's peer on the gateway again")
+        wait_for(lambda: pubkey in _peers(gw), 10, "the device's peer on the gateway again")
         second_psk = _peers(gw)[pubkey][1]
         assert second_psk not in ("(none)", first_psk)
         assert client.tunnel_psk() == second_psk

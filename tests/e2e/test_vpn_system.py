@@ -13,19 +13,16 @@ gateway.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.conftest import require_tools
+from tests.processes import CoreProcess, wait_for
 from tests.wgtools import (
     GRPC_PORT,
     gateway_in_namespace,
@@ -38,71 +35,6 @@ from tests.wgtools import (
     wg_dump,
     wireguard_client,
 )
-
-ADMIN_PASSWORD = "E2e!Adm1nPass"
-UA = {"User-Agent": "defguard-e2e"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class CoreProcess:
-    def __init__(self, url, log: Path) -> None:
-        self.port = _free_port()
-        self.log = log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DEFGUARD_")}
-        self.env.update(
-            DEFGUARD_DATABASE_URL=url.render_as_string(hide_password=False),
-            DEFGUARD_HTTP_PORT=str(self.port),
-            DEFGUARD_HTTP_BIND_ADDRESS="127.0.0.1",
-            DEFGUARD_DEFAULT_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            DEFGUARD_LINK_RETRY_SECONDS="1",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
-
-    def start(self) -> None:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "defguard", "core"], env=self.env, stdout=out, stderr=out
-        )
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError("core exited:\n" + self.log.read_text()[-4000:])
-            try:
-                return httpx.get(f"{self.base}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait(healthy, 60, "core to answer /health")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-
-    def client(self) -> httpx.Client:
-        http = httpx.Client(base_url=self.base, headers=UA, timeout=30)
-        r = http.post("/auth", json={"username": "admin", "password": ADMIN_PASSWORD})
-        assert r.status_code == 200, r.text
-        return http
 
 
 @contextlib.contextmanager
@@ -167,7 +99,7 @@ def test_vpn_data_path_acl_partition_and_core_loss(fresh_db_url, tmp_path):
                 )
                 assert r.status_code == 201, r.text
                 gateway_id = r.json()["id"]
-                _wait(lambda: _gateway_connected(http, gateway_id), 30, "the gateway link")
+                wait_for(lambda: _gateway_connected(http, gateway_id), 30, "the gateway link")
 
                 r = http.post(
                     "/user",
@@ -186,7 +118,9 @@ def test_vpn_data_path_acl_partition_and_core_loss(fresh_db_url, tmp_path):
                 device_id = r.json()["device"]["id"]
                 config = r.json()["configs"][0]
                 assert config["address"] == ["10.99.0.2"]
-                _wait(lambda: public in _gateway_peers(gw), 10, "the device's peer on the gateway")
+                wait_for(
+                    lambda: public in _gateway_peers(gw), 10, "the device's peer on the gateway"
+                )
 
                 with wireguard_client(
                     client_ns,
@@ -209,7 +143,7 @@ def test_vpn_data_path_acl_partition_and_core_loss(fresh_db_url, tmp_path):
                     assert r.status_code == 201, r.text
                     rule_id = r.json()["id"]
                     assert http.put("/acl/rule/apply", json={"rules": [rule_id]}).status_code == 200
-                    _wait(
+                    wait_for(
                         lambda: ping(client_ns, host_ip, count=1, wait=1.0) == 0,
                         10,
                         "the deny rule",
@@ -227,7 +161,7 @@ def test_vpn_data_path_acl_partition_and_core_loss(fresh_db_url, tmp_path):
                         "a cut-off gateway changed"
                     )
                     ns_run(gw.ns, "ip", "link", "set", _core_facing_link(gw.ns, gw.address), "up")
-                    _wait(
+                    wait_for(
                         lambda: ping(client_ns, host_ip, count=1, wait=1.0) == 1,
                         20,
                         "the change after reconnecting",
@@ -240,7 +174,7 @@ def test_vpn_data_path_acl_partition_and_core_loss(fresh_db_url, tmp_path):
                     assert ping(client_ns, "10.99.0.1", count=3) == 3
                     core.start()
                     http = core.client()
-                    _wait(
+                    wait_for(
                         lambda: _gateway_connected(http, gateway_id),
                         30,
                         "the gateway link after restart",
@@ -248,7 +182,7 @@ def test_vpn_data_path_acl_partition_and_core_loss(fresh_db_url, tmp_path):
 
                     # A removed device loses its tunnel.
                     assert http.delete(f"/device/{device_id}").status_code == 200
-                    _wait(lambda: public not in _gateway_peers(gw), 10, "the peer's removal")
+                    wait_for(lambda: public not in _gateway_peers(gw), 10, "the peer's removal")
                     assert ping(client_ns, "10.99.0.1", count=2, wait=1.0) == 0
             finally:
                 core.stop()
