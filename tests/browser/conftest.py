@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 from sqlalchemy.engine import URL
 
 from tests.conftest import require_tools
@@ -117,12 +117,22 @@ def system(fresh_db_url: URL, tmp_path: Path) -> Iterator[System]:
 
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
+    """Fails the test when the Content-Security-Policy blocked anything on any of its
+    pages: Chromium reports that only as a console error, which no test step notices."""
     ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
     ctx.set_default_timeout(20_000)
+    blocked: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            blocked.append(f"{msg.page.url if msg.page else '?'}: {msg.text}")
+
+    ctx.on("console", on_console)
     try:
         yield ctx
     finally:
         ctx.close()
+    assert not blocked, blocked
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 from tests.browser.conftest import PHONE, System, login
 from tests.browser.test_enrollment import LOCATION
@@ -37,7 +37,15 @@ def seed(system: System) -> dict[str, int]:
 
 def check_page(page: Page, url: str, name: str, shots, expected: str) -> None:
     errors: list[str] = []
+    # Chromium reports what the Content-Security-Policy blocked only as console errors.
+    console: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            console.append(msg.text)
+
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", on_console)
     response = page.goto(url)
     assert response is not None and response.status == 200, url
     expect(page.locator("main")).to_contain_text(expected)
@@ -48,7 +56,10 @@ def check_page(page: Page, url: str, name: str, shots, expected: str) -> None:
     if size:
         page.set_viewport_size(size)
     shots(page, name, phone=True)
+    page.remove_listener("console", on_console)
     assert not errors, errors
+    blocked = [text for text in console if "Content Security Policy" in text]
+    assert not blocked, (url, blocked)
 
 
 def test_console_pages(page: Page, system: System, shots) -> None:
@@ -64,7 +75,9 @@ def test_console_pages(page: Page, system: System, shots) -> None:
         ("/locations", "locations", "Branch"),
         (f"/locations/{ids['location']}", "location-detail", "anna-laptop"),
         (f"/devices/{ids['device']}", "device-detail", "anna-laptop"),
+        ("/locations/new", "location-new", "Create location"),
         ("/acl", "acl-rules", "Rules"),
+        ("/acl/rules/new", "acl-rule-new", "New rule"),
         ("/acl/aliases", "acl-aliases", "Aliases"),
         ("/acl/destinations", "acl-destinations", "Destinations"),
         (f"/acl/firewall?location={ids['location']}", "acl-firewall-empty", "Branch"),

@@ -10,8 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy.engine import URL
 from defguard.core.auth.mfa import totp_secret_base32
 from tests.chaos.clock import now
 from tests.chaos.options import ChaosOptions
+from tests.processes import free_port, wait_for
 from tests.wgtools import GRPC_PORT, Gateway
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,12 +38,6 @@ FILLED_ADDRESSES_FROM = (10 << 24) | (120 << 16) | (128 << 8)
 API_MIN_THRESHOLD = 120
 # A Core logs this once per Edge it has linked to.
 LINKED_TO_EDGE = "proxy connected"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def child_env(**values: str) -> dict[str, str]:
@@ -191,15 +185,6 @@ class CoreNode(Node):
         if not self.linked_seen:
             self.linked_seen = self.current_log().count(LINKED_TO_EDGE) >= self.edges
         return self.linked_seen
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class MailSink:

@@ -42,6 +42,16 @@ CONSOLE_PAGES = [
     "/activity",
     "/settings",
 ]
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# What the policy blocks: a script without src (JSON data blocks aside), a style
+# attribute or element, an inline event handler.
+INLINE_CODE = re.compile(
+    r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>|<style\b|\sstyle=|\son[a-z]+=",
+    re.IGNORECASE,
+)
 
 
 def csrf_of(html: str) -> str:
@@ -144,6 +154,43 @@ async def test_qr_endpoint_needs_admin_and_token(
 
 
 async def test_static_assets_are_served(client: httpx.AsyncClient):
-    for name in ("app.css", "forms.js", "keys.js", "login.js"):
+    for name in (
+        "app.css",
+        "forms.js",
+        "keys.js",
+        "login.js",
+        "console-acl-explain.js",
+        "console-acl-firewall.js",
+        "console-acl-rule.js",
+        "console-activity.js",
+        "console-location.js",
+        "console-settings.js",
+        "console-user.js",
+    ):
         r = await client.get(f"{PAGE}/static/{name}")
         assert r.status_code == 200, name
+
+
+def assert_console_headers(r: httpx.Response, path: str) -> None:
+    assert r.headers["content-type"].startswith("text/html"), path
+    assert r.headers.get_list("content-security-policy") == [CONSOLE_CSP], path
+    assert r.headers["cache-control"] == "no-store", path
+    assert INLINE_CODE.search(r.text) is None, (path, INLINE_CODE.search(r.text))
+
+
+async def test_console_pages_carry_the_content_security_policy(
+    client: httpx.AsyncClient, admin_client: httpx.AsyncClient, user_client: httpx.AsyncClient
+):
+    for path in CONSOLE_PAGES:
+        assert_console_headers(await admin_client.get(PAGE + path), path)
+    assert_console_headers(await client.get(f"{PAGE}/login"), "/login")
+    forbidden = await user_client.get(f"{PAGE}/")
+    assert forbidden.status_code == 403
+    assert_console_headers(forbidden, "/ as non-admin")
+
+
+async def test_api_and_its_docs_carry_no_page_policy(admin_client: httpx.AsyncClient):
+    # Swagger UI needs inline scripts and a CDN; JSON has nothing a policy governs.
+    for r in (await admin_client.get("/group"), await admin_client.get("/docs")):
+        assert r.status_code == 200, r.url
+        assert "content-security-policy" not in r.headers, r.url

@@ -232,3 +232,32 @@ async def test_network_device_is_listed_with_its_address(admin_client: httpx.Asy
     device_page = (await admin_client.get(PAGE + f"/devices/{device_id}")).text
     assert "network device" in device_page
     assert f'data-next="/locations/{loc["id"]}"' in device_page
+
+
+async def test_location_devices_are_paged_and_searchable(
+    admin_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+):
+    """A location holds every device of its users; the page shows them a page at a time."""
+    from defguard.core.webui import locations
+
+    monkeypatch.setattr(locations, "DEVICES_PER_PAGE", 2)
+    location = await create_location(admin_client)
+    for name in ("alpha", "bravo", "charlie"):
+        await add_device(admin_client, "admin", name)
+    base = f"{PAGE}/locations/{location['id']}"
+
+    first = (await admin_client.get(base)).text
+    assert 'id="device-total">(3)' in first
+    assert re.findall(r'data-device="(\w+)"', first) == ["alpha", "bravo"]
+    assert 'id="devices-next"' in first and 'id="devices-prev"' not in first
+
+    second = (await admin_client.get(base, params={"dpage": 2})).text
+    assert re.findall(r'data-device="(\w+)"', second) == ["charlie"]
+    assert 'id="devices-prev"' in second and 'id="devices-next"' not in second
+
+    found = (await admin_client.get(base, params={"dq": "RAV"})).text
+    assert re.findall(r'data-device="(\w+)"', found) == ["bravo"]
+    assert 'id="device-total">(1)' in found
+    # `_` and `%` are plain characters, not wildcards.
+    none = (await admin_client.get(base, params={"dq": "%"})).text
+    assert "data-device=" not in none and "No device matches" in none

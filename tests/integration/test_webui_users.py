@@ -24,6 +24,14 @@ pytestmark = pytest.mark.asyncio
 PAGE = "http://testserver"
 
 
+async def page_script(client: httpx.AsyncClient, page: str, name: str) -> str:
+    """The text of a script the page loads from /static (pages have no inline code)."""
+    assert f'<script src="/static/{name}?v=' in page, name
+    r = await client.get(f"{PAGE}/static/{name}")
+    assert r.status_code == 200, name
+    return r.text
+
+
 async def user_row(db: Database, username: str) -> User:
     async with db.session() as s:
         return (await s.execute(select(User).where(User.username == username))).scalar_one()
@@ -162,7 +170,8 @@ async def test_start_enrollment_form_issues_a_token_that_the_page_never_shows(
     assert re.search(r'<form id="start-enrollment-form".*?id="start-enrollment"', page, re.S)
     for element in ("enrollment-result", "enrollment-token", "enrollment-url", "enrollment-qr"):
         assert f'id="{element}"' in page
-    assert "window.defguard.qrFor" in page or "dg().qrFor" in page
+    script = await page_script(admin_client, page, "console-user.js")
+    assert "window.defguard.qrFor" in script or "dg().qrFor" in script
 
     body = body_of(form)
     assert body == {"email": "newbie@example.com"}  # no SMTP: no notification box
@@ -229,7 +238,8 @@ async def test_user_page_lists_devices_and_the_add_device_form(
     form = read_form(page, "add-device-form")
     assert form.form["data-api"] == "/api/v1/device/alice"
     assert {str(c["name"]) for c in form.controls} == {"name", "wireguard_pubkey"}
-    assert 'id="generate-keys"' in page and "withPrivateKey" in page
+    script = await page_script(admin_client, page, "console-user.js")
+    assert 'id="generate-keys"' in page and "withPrivateKey" in script
 
 
 # -- groups --------------------------------------------------------------------
@@ -276,3 +286,23 @@ async def test_group_page_edits_members_and_name(admin_client: httpx.AsyncClient
     assert (await admin_client.put(f"/group/{group_id}", json=body)).status_code == 200
     renamed = await admin_client.get(PAGE + "/groups/platform")
     assert renamed.status_code == 200 and 'data-member="alice"' in renamed.text
+
+
+async def test_group_pickers_turn_into_typed_usernames_for_many_users(
+    admin_client: httpx.AsyncClient, db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """With thousands of users a check box per user would make a page of megabytes."""
+    from defguard.core.webui import groups
+
+    await make_user(db, "anna")
+    small = (await admin_client.get(f"{PAGE}/groups")).text
+    assert 'id="new-group-members"' in small and 'value="anna"' in small
+
+    monkeypatch.setattr(groups, "PICK_LIST_LIMIT", 1)
+    large = (await admin_client.get(f"{PAGE}/groups")).text
+    assert 'id="new-group-members"' not in large and 'value="anna"' not in large
+    body = body_of(read_form(large, "create-group-form"), name="ops", members="anna, admin")
+    assert body["members"] == ["anna", "admin"]
+    r = await admin_client.post("/group", json=body)
+    assert r.status_code == 201, r.text
+    assert sorted(r.json()["members"]) == ["admin", "anna"]

@@ -23,6 +23,10 @@ from defguard.core.webui.pages import Admin, render
 
 router = APIRouter()
 
+# Up to this many users, member pickers list everyone (check boxes, suggestions);
+# beyond it, usernames are typed: a list of every user would weigh megabytes.
+PICK_LIST_LIMIT = 300
+
 
 @dataclass
 class Person:
@@ -48,7 +52,7 @@ async def groups_page(request: Request, admin: Admin, db: DbSession) -> HTMLResp
         admin,
         section="groups",
         groups=await all_group_infos(db),
-        people=await all_people(db),
+        people=people if len(people := await all_people(db)) <= PICK_LIST_LIMIT else None,
     )
 
 
@@ -82,7 +86,7 @@ async def group_page(name: str, request: Request, admin: Admin, db: DbSession) -
         section="groups",
         group=info,
         members=[p for p in people if p.username in members],
-        candidates=[p for p in people if p.username not in members],
+        candidates=[p for p in people if p.username not in members][:PICK_LIST_LIMIT],
         explicit_locations=[n for n in info.vpn_locations if n not in open_to_all],
         open_locations=sorted(open_to_all),
         saved=request.query_params.get("saved") == "1",

@@ -26,6 +26,7 @@ from defguard.core.locations.schemas import LocationInfo
 from defguard.core.locations.service import list_location_infos, location_info
 from defguard.core.users.models import User
 from defguard.core.webui.pages import Admin, PageUser, render
+from defguard.core.webui.users import like_pattern
 from defguard.wireguard.addressing import as_address
 
 router = APIRouter()
@@ -108,18 +109,37 @@ class LocationDevice:
     ips: list[str]
 
 
-async def location_devices(db: AsyncSession, location_id: int) -> list[LocationDevice]:
-    """Read here: no service lists a location's devices together with their owners."""
-    rows = await db.execute(
+DEVICES_PER_PAGE = 100
+
+
+async def location_devices(
+    db: AsyncSession, location_id: int, search: str, page: int
+) -> tuple[int, list[LocationDevice]]:
+    """One page of the location's devices with their owners, and how many match in all.
+
+    Paged because a location holds every device of its users: tens of
+    thousands in a large company would make a page of megabytes.
+    """
+    query = (
         select(
             Device.id, Device.name, Device.device_type, User.username, DeviceLocation.wireguard_ips
         )
         .join(DeviceLocation, DeviceLocation.device_id == Device.id)
         .join(User, User.id == Device.user_id)
         .where(DeviceLocation.wireguard_network_id == location_id)
-        .order_by(Device.device_type, func.lower(Device.name), Device.id)
     )
-    return [
+    if search:
+        pattern = like_pattern(search)
+        query = query.where(
+            Device.name.ilike(pattern, escape="\\") | User.username.ilike(pattern, escape="\\")
+        )
+    total = (await db.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await db.execute(
+        query.order_by(Device.device_type, func.lower(Device.name), Device.id)
+        .offset((page - 1) * DEVICES_PER_PAGE)
+        .limit(DEVICES_PER_PAGE)
+    )
+    return total, [
         LocationDevice(did, name, kind.value, owner, [str(as_address(ip)) for ip in ips or ()])
         for did, name, kind, owner, ips in rows
     ]
@@ -178,6 +198,9 @@ async def location_page(
     location = await location_info(db, lid) if lid is not None else None
     if location is None:
         return _not_found(request, admin, f"There is no location with id {location_id}.")
+    search = request.query_params.get("dq", "").strip()
+    page = parse_id(request.query_params.get("dpage", "1")) or 1
+    total, devices = await location_devices(db, location.id, search, page)
     return render(
         request,
         "location_detail.html",
@@ -189,7 +212,11 @@ async def location_page(
         mfa_modes=MFA_MODES,
         service_modes=SERVICE_MODES,
         gateways=await gateway_infos(db, [location.id]),
-        devices=await location_devices(db, location.id),
+        devices=devices,
+        device_total=total,
+        device_search=search,
+        device_page=page,
+        device_pages=max(1, -(-total // DEVICES_PER_PAGE)),
         saved=request.query_params.get("saved") == "1",
     )
 

@@ -29,6 +29,15 @@ from defguard.web.templating import make_templates
 
 templates = make_templates(Path(__file__).parent / "templates")
 
+# Scripts and styles come only from /static: an injected tag or attribute does not run.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Pages show one-time secrets (a new device's private key, an enrollment token)
+# after API calls: no copy may come back from the back-forward cache or a shared cache.
+PAGE_HEADERS = {"cache-control": "no-store", "content-security-policy": PAGE_CSP}
+
 
 class LoginRequired(Exception):
     """Raised by page dependencies; answered with a redirect to the login page."""
@@ -107,6 +116,7 @@ def render(
             **context,
         },
         status_code=status_code,
+        headers=PAGE_HEADERS,
     )
 
 

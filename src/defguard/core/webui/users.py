@@ -46,14 +46,14 @@ SAVED_NOTICES = {
 }
 
 
-def _like(text: str) -> str:
+def like_pattern(text: str) -> str:
     """A substring pattern in which the admin's `%` and `_` are plain characters."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
 def search_condition(q: str) -> ColumnElement[bool]:
-    pattern = _like(q)
+    pattern = like_pattern(q)
     full_name = func.concat(User.first_name, " ", User.last_name)
     return or_(
         User.username.ilike(pattern, escape="\\"),
@@ -156,7 +156,7 @@ async def user_page(username: str, request: Request, admin: Admin, db: DbSession
         )
     info = await user_info(db, user)
     body = put_body(info)
-    response = render(
+    return render(
         request,
         "user_detail.html",
         admin,
@@ -172,7 +172,3 @@ async def user_page(username: str, request: Request, admin: Admin, db: DbSession
         mfa_methods=MFA_METHODS,
         saved=SAVED_NOTICES.get(request.query_params.get("saved", ""), ""),
     )
-    # The page shows one-time secrets (a new device's private key, an enrollment
-    # token) after API calls: no copy of it may come back from a cache.
-    response.headers["Cache-Control"] = "no-store"
-    return response
