@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from defguard import __version__
 from defguard.config import CoreSettings, EdgeSettings
 from defguard.core.edge_requests import dispatch as dispatch_module
-from defguard.core.edge_requests.dispatch import EdgeCall, EdgeError, EdgeResult
+from defguard.core.edge_requests.dispatch import DirectCall, EdgeCall, EdgeError, EdgeResult
 from defguard.core.edge_requests.models import EdgeRequest
 from defguard.core.links.manager import LinkManager
 from defguard.core.proxies.models import Proxy, ProxyLink
@@ -108,9 +108,9 @@ CALLS: list[str] = []
 @pytest.fixture
 def counting_handler():  # type: ignore[no-untyped-def]
     """Temporarily route `poll` to a handler that records each execution."""
-    original = dispatch_module.HANDLERS.get("poll")
+    original = dispatch_module.DIRECT_HANDLERS.get("poll")
 
-    async def handler(call: EdgeCall) -> EdgeResult:
+    async def handler(call: DirectCall) -> EdgeResult:
         CALLS.append(call.body.token)
         if call.body.token == "bad":
             raise EdgeError(403, "invalid token")
@@ -121,13 +121,13 @@ def counting_handler():  # type: ignore[no-untyped-def]
             metadata={},
         )
 
-    dispatch_module.HANDLERS["poll"] = handler
+    dispatch_module.DIRECT_HANDLERS["poll"] = handler
     CALLS.clear()
     yield CALLS
     if original is None:
-        dispatch_module.HANDLERS.pop("poll", None)
+        dispatch_module.DIRECT_HANDLERS.pop("poll", None)
     else:
-        dispatch_module.HANDLERS["poll"] = original
+        dispatch_module.DIRECT_HANDLERS["poll"] = original
 
 
 async def test_edge_before_any_core() -> None:

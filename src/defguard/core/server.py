@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import structlog
 import uvicorn
 from sqlalchemy.engine import URL
 
+from defguard import eventloop
 from defguard.config import CoreSettings
 from defguard.core.app import create_app
 from defguard.core.bootstrap import BootstrapResult, bootstrap
@@ -90,4 +90,4 @@ async def serve_core(settings: CoreSettings, url: URL) -> None:
 
 def run_core(settings: CoreSettings) -> None:
     url = prepare_database(settings)
-    asyncio.run(serve_core(settings, url))
+    eventloop.run(serve_core(settings, url))

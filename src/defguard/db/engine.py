@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from defguard.config import DatabaseSettings
+from defguard.db.direct import DirectPool
 from defguard.db.embedded import embedded_url
 
 
@@ -38,6 +39,14 @@ class Database:
         self.autocommit_sessionmaker = async_sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )
+        self._direct: DirectPool | None = None
+
+    @property
+    def direct(self) -> DirectPool:
+        """Plain autocommit connections for the hottest client requests (see `db.direct`)."""
+        if self._direct is None:
+            self._direct = DirectPool(self.url)
+        return self._direct
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -51,4 +60,7 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
+            self._direct = None
         await self.engine.dispose()

@@ -6,9 +6,10 @@ passed through with its status and JSON body. Session tokens never leave
 the Edge in the clear: Core names the token, the Edge seals it into the
 route's cookie, and opens the cookie again on the next request.
 
-Written on Starlette (which FastAPI is built on) rather than FastAPI: the
-routes are a table forwarded generically, and the Edge's per-request cost
-is what bounds poll and MFA throughput.
+The forwarded routes are a plain ASGI layer in front of Starlette (which
+serves the fixed routes, the pages and the static files): they are a table
+forwarded generically, and the Edge's per-request cost is part of what
+bounds poll and MFA throughput.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.routing import Route as HttpRoute
@@ -123,23 +124,49 @@ def _plain(status: int, text: str) -> Response:
     return PlainTextResponse(text, status_code=status)
 
 
-def _error(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
+# A forwarded route's answer: status, extra headers, body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_JSON = (b"content-type", b"application/json")
 
 
-async def _read_body(request: Request) -> bytes | None:
+def _text(status: int, text: str, *extra: tuple[bytes, bytes]) -> Answer:
+    return status, [_TEXT, *extra], text.encode()
+
+
+def _json_error(status: int, message: str) -> Answer:
+    return status, [_JSON], json.dumps({"error": message}).encode()
+
+
+class _Disconnected(Exception):
+    """The client went away while sending its body."""
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; the first of repeated ones, as Starlette's `get`."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
+async def _read_body(declared: str | None, receive: Receive) -> bytes | None:
     """The body, or None when it exceeds the limit."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > BODY_LIMIT:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > BODY_LIMIT:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _validation_text(exc: ValidationError) -> str:
@@ -193,56 +220,52 @@ class EdgeApi:
 
     # -- forwarded routes --------------------------------------------------------------
 
-    def endpoint(self, route: routes.Route) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            try:
-                async with asyncio.timeout(REQUEST_TIME_LIMIT):
-                    return await self._forward(route, request)
-            except TimeoutError:
-                return _plain(408, "Request timed out")
-            except ClientDisconnect:
-                return _plain(400, "Client disconnected")
+    async def forward(self, route: routes.Route, scope: Scope, receive: Receive) -> Answer:
+        try:
+            async with asyncio.timeout(REQUEST_TIME_LIMIT):
+                return await self._forward(route, scope, receive)
+        except TimeoutError:
+            return _text(408, "Request timed out")
+        except _Disconnected:
+            return _text(400, "Client disconnected")
 
-        return handle
-
-    async def _forward(self, route: routes.Route, request: Request) -> Response:
+    async def _forward(self, route: routes.Route, scope: Scope, receive: Receive) -> Answer:
         if not self.router.provisioned:
-            return Response(status_code=503)
-        peer = request.client.host if request.client else None
+            return 503, [], b""
+        request_headers = _headers(scope)
+        peer = scope["client"][0] if scope.get("client") else None
         ip = headers.client_ip(
-            request.headers.get("x-forwarded-for"), request.headers.get("forwarded"), peer
+            request_headers.get("x-forwarded-for"), request_headers.get("forwarded"), peer
         )
         if ip is None:
-            return _error(500, "Internal server error")
+            return _json_error(500, "Internal server error")
         wait = self.limiter.retry_after(ip)
         if wait:
-            return PlainTextResponse(
-                "Too many requests", status_code=429, headers={"Retry-After": str(wait)}
-            )
-        content_type = request.headers.get("content-type", "")
+            return _text(429, "Too many requests", (b"retry-after", str(wait).encode()))
+        content_type = request_headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            return _plain(415, "Expected request with `Content-Type: application/json`")
-        body = await _read_body(request)
+            return _text(415, "Expected request with `Content-Type: application/json`")
+        body = await _read_body(request_headers.get("content-length"), receive)
         if body is None:
-            return _plain(413, "Payload too large")
+            return _text(413, "Payload too large")
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            return _plain(400, f"Failed to parse the request body as JSON: {exc}")
+            return _text(400, f"Failed to parse the request body as JSON: {exc}")
         try:
             route.body.model_validate(data)
         except ValidationError as exc:
-            return _plain(422, _validation_text(exc))
+            return _text(422, _validation_text(exc))
         metadata: dict[str, str] = {}
         if route.cookie is not None and self.router.cookie_key is not None:
-            sealed = cookies.parse_cookie_header(request.headers.get("cookie")).get(route.cookie)
+            sealed = cookies.parse_cookie_header(request_headers.get("cookie")).get(route.cookie)
             token = cookies.unseal(self.router.cookie_key, route.cookie, sealed) if sealed else None
             if token:
                 metadata[routes.META_SESSION_TOKEN] = token
-        version = headers.client_version(request.headers.get("defguard-client-version"))
+        version = headers.client_version(request_headers.get("defguard-client-version"))
         if version:
             metadata[routes.META_CLIENT_VERSION] = version
-        platform = headers.platform_fields(request.headers.get("defguard-client-platform"))
+        platform = headers.platform_fields(request_headers.get("defguard-client-platform"))
         if platform.get(1):
             metadata[routes.META_CLIENT_OS] = platform[1]
         try:
@@ -250,24 +273,21 @@ class EdgeApi:
                 route.operation,
                 body,
                 client_ip=ip,
-                user_agent=headers.user_agent(request.headers.get("user-agent")),
+                user_agent=headers.user_agent(request_headers.get("user-agent")),
                 metadata=metadata,
                 within=self.settings.core_timeout_seconds,
                 sender=self.sender,
             )
         except NoCoreConnected:
-            return _error(503, "Defguard Core is not connected")
+            return _json_error(503, "Defguard Core is not connected")
         except CoreTimeout:
             log.warning("no Core answered in time", operation=route.operation)
-            return _error(500, "Internal server error")
-        return self._response(route, answer)
+            return _json_error(500, "Internal server error")
+        return self._answer(route, answer)
 
-    def _response(self, route: routes.Route, answer: Any) -> Response:
+    def _answer(self, route: routes.Route, answer: Any) -> Answer:
         body = bytes(answer.body)
-        if body:
-            response = Response(body, status_code=answer.status, media_type="application/json")
-        else:
-            response = Response(status_code=answer.status)
+        extra: list[tuple[bytes, bytes]] = [_JSON] if body else []
         meta = answer.metadata
         if route.cookie is not None and self.router.cookie_key is not None:
             path = routes.COOKIE_PATHS.get(route.cookie, "/api/v1")
@@ -275,18 +295,41 @@ class EdgeApi:
             if token:
                 expires = int(meta.get(routes.META_SESSION_EXPIRES, "0") or 0)
                 value = cookies.seal(self.router.cookie_key, route.cookie, token)
-                response.headers.append(
-                    "set-cookie",
-                    cookies.set_cookie(
-                        route.cookie, value, path=path, expires=expires, secure=self.secure_cookies
-                    ),
+                cookie = cookies.set_cookie(
+                    route.cookie, value, path=path, expires=expires, secure=self.secure_cookies
                 )
+                extra.append((b"set-cookie", cookie.encode("latin-1")))
             elif meta.get(routes.META_CLEAR_SESSION):
-                response.headers.append(
-                    "set-cookie",
-                    cookies.clear_cookie(route.cookie, path=path, secure=self.secure_cookies),
-                )
-        return response
+                cookie = cookies.clear_cookie(route.cookie, path=path, secure=self.secure_cookies)
+                extra.append((b"set-cookie", cookie.encode("latin-1")))
+        return answer.status, extra, body
+
+
+class ForwardedRoutes:
+    """The forwarded `POST /api/v1/...` routes, answered before Starlette is involved.
+
+    Every other request (other methods on these paths included, which get
+    405 there) goes on to `app`.
+    """
+
+    def __init__(self, api: EdgeApi, app: ASGIApp) -> None:
+        self.api = api
+        self.app = app
+        self.by_path = {f"/api/v1{route.path}": route for route in routes.ROUTES}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.by_path.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, extra, body = await self.api.forward(route, scope, receive)
+        except Exception:
+            log.exception("forwarding a client request failed", operation=route.operation)
+            status, extra, body = _text(500, "Internal Server Error")
+        length = (b"content-length", str(len(body)).encode())
+        await send({"type": "http.response.start", "status": status, "headers": [*extra, length]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_edge_app(settings: EdgeSettings, router: CoreRouter, instance_id: str) -> ASGIApp:
@@ -295,10 +338,6 @@ def create_edge_app(settings: EdgeSettings, router: CoreRouter, instance_id: str
         HttpRoute("/api/v1/health", api.health, methods=["GET"]),
         HttpRoute("/api/v1/health-grpc", api.health_grpc, methods=["GET"]),
         HttpRoute("/api/v1/info", api.info, methods=["GET"]),
-        *(
-            HttpRoute(f"/api/v1{route.path}", api.endpoint(route), methods=["POST"])
-            for route in routes.ROUTES
-        ),
         HttpRoute(
             "/api/{rest:path}",
             api.not_found,
@@ -311,4 +350,4 @@ def create_edge_app(settings: EdgeSettings, router: CoreRouter, instance_id: str
     app = Starlette(routes=table)
     # Browsers label cross-site requests; refusing them protects the session
     # cookies the pages use. The desktop client is no browser and passes.
-    return ResponseHeaders(FetchGuard(app), router)
+    return ResponseHeaders(FetchGuard(ForwardedRoutes(api, app)), router)

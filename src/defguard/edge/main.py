@@ -18,6 +18,7 @@ import grpc
 import structlog
 import uvicorn
 
+from defguard import eventloop
 from defguard.config import EdgeSettings
 from defguard.edge.app import create_edge_app
 from defguard.edge.router import CoreRouter
@@ -114,7 +115,7 @@ async def serve(settings: EdgeSettings, stop: asyncio.Event | None = None) -> No
 
 def run_edge(settings: EdgeSettings) -> None:
     try:
-        asyncio.run(serve(settings))
+        eventloop.run(serve(settings))
     except StartupError as exc:
         log.error("edge failed to start", error=str(exc))
         raise SystemExit(1) from exc

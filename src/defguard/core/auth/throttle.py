@@ -29,57 +29,37 @@ MAX_FAILURES = 5
 WINDOW = timedelta(seconds=60)
 BLOCK = timedelta(minutes=5)
 # First half of the two-key advisory lock: keeps these locks apart from others.
-_LOCK_NAMESPACE = 0x64670003
+LOCK_NAMESPACE = 0x64670003
 
 
 def too_many_attempts() -> ApiError:
     return ApiError(429, "Too many login attempts")
 
 
-# Built once: these run on every login and every VPN-client MFA attempt.
-_RECENT = (
-    select(LoginFailure.at)
-    .where(LoginFailure.login == bindparam("key"))
-    .order_by(LoginFailure.at.desc())
-    .limit(MAX_FAILURES)
+# How long a failure can still matter: a block lasts BLOCK after the last of a
+# burst that spans at most WINDOW.
+KEEP = BLOCK + WINDOW
+
+# The rule itself is the `login_blocked` SQL function (migration
+# 0007_client_requests), shared with the VPN-client MFA functions.
+_BLOCKED = text("SELECT login_blocked(:keys, :max_failures, :window, :block, :now)").bindparams(
+    bindparam("keys", type_=ARRAY(Text))
 )
-_LOCK = select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(bindparam("key"))))
+_ADD = text("SELECT login_failure_add(:key, :now, :keep)")
+_LOCK = select(func.pg_advisory_xact_lock(LOCK_NAMESPACE, func.hashtext(bindparam("key"))))
 
 
-async def is_blocked(db: AsyncSession, key: str) -> bool:
-    recent = (await db.execute(_RECENT, {"key": key})).scalars().all()
-    if len(recent) < MAX_FAILURES:
-        return False
-    last, fifth = recent[0], recent[-1]
-    return last - fifth <= WINDOW and utcnow() - last < BLOCK
-
-
-_RECENT_MANY = text(
-    """
-    SELECT login, array_agg(at ORDER BY at DESC) FROM (
-        SELECT login, at, row_number() OVER (PARTITION BY login ORDER BY at DESC) AS n
-        FROM login_failure WHERE login = ANY(:keys)
-    ) recent WHERE n <= :limit GROUP BY login
-    """
-).bindparams(bindparam("keys", type_=ARRAY(Text)))
-
-
-def _blocked(recent: list[datetime]) -> bool:
-    if len(recent) < MAX_FAILURES:
-        return False
-    last, fifth = recent[0], recent[MAX_FAILURES - 1]
-    return last - fifth <= WINDOW and utcnow() - last < BLOCK
-
-
-def lock_statement() -> Any:
-    """The statement `guard` serialises a key with (parameter `key`)."""
-    return _LOCK
+def policy(now: datetime) -> dict[str, Any]:
+    """The parameters `login_blocked` takes besides the keys."""
+    return {"max_failures": MAX_FAILURES, "window": WINDOW, "block": BLOCK, "now": now}
 
 
 async def any_blocked(db: AsyncSession, keys: list[str]) -> bool:
-    """`is_blocked` for several keys in one query (an MFA attempt checks device and address)."""
-    rows = await db.execute(_RECENT_MANY, {"keys": keys, "limit": MAX_FAILURES})
-    return any(_blocked(list(recent)) for _, recent in rows)
+    return bool(await db.scalar(_BLOCKED, {"keys": keys, **policy(utcnow())}))
+
+
+async def is_blocked(db: AsyncSession, key: str) -> bool:
+    return await any_blocked(db, [key])
 
 
 async def guard(db: AsyncSession, key: str) -> None:
@@ -91,16 +71,9 @@ async def guard(db: AsyncSession, key: str) -> None:
 
 async def record_failure(db: AsyncSession, key: str) -> None:
     """Note a failure; rows too old to matter for this key are dropped on the way."""
-    now = utcnow()
-    await db.execute(
-        delete(LoginFailure).where(
-            LoginFailure.login == key, LoginFailure.at < now - BLOCK - WINDOW
-        )
-    )
-    db.add(LoginFailure(login=key, at=now))
-    await db.flush()
+    await db.execute(_ADD, {"key": key, "now": utcnow(), "keep": KEEP})
 
 
 async def purge_stale(db: AsyncSession) -> None:
     """Drop failures that can no longer block anyone (e.g. sprays over random names)."""
-    await db.execute(delete(LoginFailure).where(LoginFailure.at < utcnow() - BLOCK - WINDOW))
+    await db.execute(delete(LoginFailure).where(LoginFailure.at < utcnow() - KEEP))

@@ -14,6 +14,12 @@ inside the request's transaction and must not commit; it raises `EdgeError`
 for the spec's error answers. `EdgeError(commit=True)` keeps what the handler
 wrote (a counted failed attempt, for instance) together with the stored
 error, so a retry neither counts the failure twice nor lets it slip.
+
+The few operations that make up most of the traffic (polls, VPN-client MFA)
+register with `direct_handler` instead: they get no ORM session and talk to
+PostgreSQL over `Database.direct` with hand-written statements, keeping the
+same exactly-once rule inside the SQL functions they call (the
+`edge_request_claim` step is the same one the transactional path uses).
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from datetime import timedelta
 from typing import Any
 
 import procrastinate
+import psycopg
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard import __version__
@@ -44,18 +51,13 @@ from defguard.proto import edge_pb2
 log = structlog.get_logger("defguard.core.edge")
 
 # First half of the two-key advisory lock: keeps these locks apart from others.
-_LOCK_NAMESPACE = 0x64670004
+REQUEST_LOCK_NAMESPACE = 0x64670004
 # Edges retry within seconds; results are kept far longer than any retry.
 KEEP_RESULTS = timedelta(hours=1)
-# Operations that change nothing: a retry simply runs them again, so they skip
-# the lock and the stored result, and run without a transaction (their handlers
-# read with one statement). Polling is most of an Edge's traffic.
-READ_ONLY = frozenset({"poll"})
 
 
 @dataclass
-class EdgeCall:
-    db: AsyncSession
+class CallInfo:
     operation: str
     body: Any  # the route's validated request model
     request_id: str
@@ -84,8 +86,22 @@ class EdgeCall:
 
 
 @dataclass
+class EdgeCall(CallInfo):
+    """A request handled inside its transaction (`db`), with the stored result around it."""
+
+    db: AsyncSession
+
+
+@dataclass
+class DirectCall(CallInfo):
+    """A request whose handler keeps its own exactly-once rule, in SQL (see the module doc)."""
+
+    database: Database
+
+
+@dataclass
 class EdgeResult:
-    body: Any = None  # JSON-serialisable; None answers with an empty body
+    body: Any = None  # JSON-serialisable, or bytes sent as they are; None is an empty body
     status: int = 200
     metadata: dict[str, str] = field(default_factory=dict)
     # Work to do once the request committed (before answering); a failure is
@@ -102,12 +118,18 @@ class EdgeError(Exception):
 
 
 Handler = Callable[[EdgeCall], Awaitable[EdgeResult]]
+DirectHandler = Callable[[DirectCall], Awaitable[EdgeResult]]
 HANDLERS: dict[str, Handler] = {}
+DIRECT_HANDLERS: dict[str, DirectHandler] = {}
+
+
+def _check_operation(operation: str) -> None:
+    if operation not in routes.BY_OPERATION:
+        raise ValueError(f"no public route for operation {operation!r}")
 
 
 def edge_handler(operation: str) -> Callable[[Handler], Handler]:
-    if operation not in routes.BY_OPERATION:
-        raise ValueError(f"no public route for operation {operation!r}")
+    _check_operation(operation)
 
     def register(fn: Handler) -> Handler:
         HANDLERS[operation] = fn
@@ -116,12 +138,29 @@ def edge_handler(operation: str) -> Callable[[Handler], Handler]:
     return register
 
 
+def direct_handler(operation: str) -> Callable[[DirectHandler], DirectHandler]:
+    _check_operation(operation)
+
+    def register(fn: DirectHandler) -> DirectHandler:
+        DIRECT_HANDLERS[operation] = fn
+        return fn
+
+    return register
+
+
 def _encode(body: Any) -> bytes:
     if body is None:
         return b""
+    if isinstance(body, bytes):  # already encoded (a stored answer)
+        return body
     if isinstance(body, BaseModel):
         return body.model_dump_json().encode()
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def encode(body: Any) -> bytes:
+    """An answer's body as it goes to the Edge (and into `edge_request`)."""
+    return _encode(body)
 
 
 def error_body(message: str) -> bytes:
@@ -134,10 +173,10 @@ def _response(request_id: str, status: int, body: bytes, metadata: Mapping[str, 
     return edge_pb2.CoreResponse(request_id=request_id, status=status, body=body, metadata=meta)
 
 
-def _parse(request: Any) -> tuple[Handler, BaseModel] | Any:
+def _parse(request: Any) -> tuple[Handler | DirectHandler, BaseModel] | Any:
     """The handler and validated body, or the error response to send instead."""
     route = routes.BY_OPERATION.get(request.method)
-    handler = HANDLERS.get(request.method)
+    handler = HANDLERS.get(request.method) or DIRECT_HANDLERS.get(request.method)
     if route is None or handler is None:
         return _response(request.request_id, 404, error_body("Not found"), {})
     try:
@@ -149,26 +188,23 @@ def _parse(request: Any) -> tuple[Handler, BaseModel] | Any:
     return handler, body
 
 
-# Built once: they run on every request that changes something.
-_REQUEST_LOCK = select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(bindparam("key"))))
-_STORED = select(EdgeRequest).where(EdgeRequest.request_id == bindparam("request_id"))
+# The request's lock and stored result in one round trip (migration 0007).
+_CLAIM = text(
+    "SELECT stored, stored_status, stored_body, stored_metadata"
+    " FROM edge_request_claim(:lock, :request_id)"
+)
 
 
-def _call(session: AsyncSession, settings: CoreSettings, request: Any, body: BaseModel) -> EdgeCall:
-    return EdgeCall(
-        db=session,
-        operation=request.method,
-        body=body,
-        request_id=request.request_id,
-        client_ip=request.client_ip,
-        user_agent=request.user_agent or None,
-        metadata=dict(request.metadata),
-        settings=settings,
-    )
-
-
-async def _stored(db: AsyncSession, request_id: str) -> EdgeRequest | None:
-    return (await db.execute(_STORED, {"request_id": request_id})).scalar_one_or_none()
+def _info(settings: CoreSettings, request: Any, body: BaseModel) -> dict[str, Any]:
+    return {
+        "operation": request.method,
+        "body": body,
+        "request_id": request.request_id,
+        "client_ip": request.client_ip,
+        "user_agent": request.user_agent or None,
+        "metadata": dict(request.metadata),
+        "settings": settings,
+    }
 
 
 def _store(db: AsyncSession, request: Any, status: int, body: bytes, meta: dict[str, str]) -> None:
@@ -191,14 +227,23 @@ async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
     handler, body = parsed
     if not request.request_id:
         return _response("", 400, error_body("missing request id"), {})
-    if request.method in READ_ONLY:
-        return await _dispatch_read_only(db, settings, request, handler, body)
+    if request.method in DIRECT_HANDLERS:
+        call = DirectCall(database=db, **_info(settings, request, body))
+        return await _dispatch_direct(db, request, DIRECT_HANDLERS[request.method], call)
     async with db.sessionmaker() as session:
         try:
-            await session.execute(_REQUEST_LOCK, {"key": request.request_id})
-            stored = await _stored(session, request.request_id)
-            if stored is not None:
-                answer = _response(request.request_id, stored.status, stored.body, stored.metadata_)
+            stored = (
+                await session.execute(
+                    _CLAIM, {"lock": REQUEST_LOCK_NAMESPACE, "request_id": request.request_id}
+                )
+            ).one()
+            if stored.stored:
+                answer = _response(
+                    request.request_id,
+                    stored.stored_status,
+                    stored.stored_body,
+                    stored.stored_metadata or {},
+                )
                 await session.rollback()
                 log.info("answered a retried request from its stored result", op=request.method)
                 # The first attempt's Core may have died before its follow-ups
@@ -208,9 +253,9 @@ async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
                 except Exception:
                     log.exception("publishing pending peer changes failed")
                 return answer
-            call = _call(session, settings, request, body)
+            call = EdgeCall(db=session, **_info(settings, request, body))
             try:
-                result = await handler(call)
+                result = await handler(call)  # type: ignore[arg-type]
             except EdgeError as exc:
                 payload = error_body(exc.message)
                 if exc.commit:
@@ -234,19 +279,28 @@ async def dispatch(db: Database, settings: CoreSettings, request: Any) -> Any:
     return _response(request.request_id, result.status, payload, result.metadata)
 
 
-async def _dispatch_read_only(
-    db: Database, settings: CoreSettings, request: Any, handler: Handler, body: BaseModel
+async def _dispatch_direct(
+    db: Database, request: Any, handler: DirectHandler, call: DirectCall
 ) -> Any:
-    async with db.autocommit_sessionmaker() as session:
-        call = _call(session, settings, request, body)
+    try:
         try:
             result = await handler(call)
-        except EdgeError as exc:
-            return _response(request.request_id, exc.status, error_body(exc.message), {})
+        except psycopg.OperationalError:
+            # A pooled connection that broke (PostgreSQL restarted): the pool
+            # drops it, and a direct handler's statements are safe to repeat.
+            log.warning("database connection lost; running the request again", op=request.method)
+            result = await handler(call)
+    except EdgeError as exc:
+        return _response(request.request_id, exc.status, error_body(exc.message), {})
+    except Exception:
+        log.exception("an Edge request failed", op=request.method)
+        return _response(request.request_id, 500, error_body("Internal server error"), {})
+    for follow_up in result.after_commit:
+        try:
+            await follow_up(db)
         except Exception:
-            log.exception("an Edge request failed", op=request.method)
-            return _response(request.request_id, 500, error_body("Internal server error"), {})
-        return _response(request.request_id, result.status, _encode(result.body), result.metadata)
+            log.exception("follow-up of a committed Edge request failed", op=request.method)
+    return _response(request.request_id, result.status, _encode(result.body), result.metadata)
 
 
 # -- operations without a feature here -----------------------------------------------

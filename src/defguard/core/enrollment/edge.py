@@ -1,4 +1,4 @@
-"""The public enrollment, password-reset and polling routes, answered on Core.
+"""The public enrollment and password-reset routes, answered on Core.
 
 Each handler runs inside the Edge request's transaction (see
 `edge_requests.dispatch`): it raises `EdgeError` with the exact public message
@@ -39,11 +39,11 @@ from defguard.core.auth.mfa import (
 )
 from defguard.core.auth.passwords import hash_password
 from defguard.core.auth.service import delete_sessions, user_with_groups
-from defguard.core.devices.models import Device, DeviceLocation, DeviceType
+from defguard.core.devices.models import Device, DeviceType
 from defguard.core.devices.service import NewUserDevice, add_user_devices, device_locations
 from defguard.core.edge_requests.dispatch import EdgeCall, EdgeError, EdgeResult, edge_handler
 from defguard.core.enrollment import configs
-from defguard.core.enrollment.models import PollingToken, Token, TokenKind
+from defguard.core.enrollment.models import Token, TokenKind
 from defguard.core.enrollment.schemas import (
     AdminInfo,
     DeviceConfigResponse,
@@ -52,7 +52,6 @@ from defguard.core.enrollment.schemas import (
     MfaFinishResponse,
     MfaStartResponse,
     PasswordResetStartResponse,
-    PollResponse,
 )
 from defguard.core.enrollment.service import (
     ENROLLMENT_KINDS,
@@ -79,7 +78,6 @@ from defguard.core.users.validation import (
 )
 from defguard.db.base import utcnow
 from defguard.edge import routes
-from defguard.wireguard.addressing import as_address
 from defguard.wireguard.keys import is_valid_key
 
 MODULE = "enrollment"
@@ -528,54 +526,3 @@ async def password_reset(call: EdgeCall) -> EdgeResult:
     )
     record(db, call.ctx, user, "password_reset_completed", "Reset password", module=MODULE)
     return EdgeResult(metadata={routes.META_CLEAR_SESSION: "1"})
-
-
-# --- configuration polling ----------------------------------------------------------------
-
-
-@edge_handler("poll")
-async def poll(call: EdgeCall) -> EdgeResult:
-    """The device's current configuration; the polling token itself stays as it is.
-
-    One query loads the device, its user, the settings row and every location
-    the device is in: polls are most of the Edges' traffic, and each extra
-    round trip costs more than the rest of the request.
-    """
-    rows = (
-        await call.db.execute(
-            select(
-                Device,
-                User.username,
-                User.is_active,
-                Settings,
-                Location,
-                DeviceLocation.wireguard_ips,
-            )
-            .join(PollingToken, PollingToken.device_id == Device.id)
-            .join(User, User.id == Device.user_id)
-            .join(Settings, Settings.id == 1)
-            .outerjoin(DeviceLocation, DeviceLocation.device_id == Device.id)
-            .outerjoin(Location, Location.id == DeviceLocation.wireguard_network_id)
-            .where(PollingToken.token == call.body.token)
-            .order_by(Location.id)
-        )
-    ).all()
-    if not rows:
-        raise EdgeError(403, "invalid token")
-    device, username, is_active, row = rows[0][:4]
-    if not is_active:
-        raise EdgeError(403, "user inactive")
-    locations = [
-        (location, tuple(as_address(ip) for ip in ips))
-        for *_, location, ips in rows
-        if location is not None
-    ]
-    service_ok = configs.supports_service_locations(call.client_version, call.client_os_family)
-    response = configs.device_config_response(
-        device,
-        configs.device_configs(locations, service_locations=service_ok),
-        configs.instance_info(row, call.settings, username),
-        None,
-    )
-    body: PollResponse = {"device_config": response}
-    return EdgeResult(body=body)

@@ -22,6 +22,8 @@ admin actions, so serialising them costs nothing noticeable.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -165,27 +167,10 @@ def allowed_pairs(
     )
 
 
+# The rule is the `device_admitted` SQL function (migration 0007_client_requests),
+# which the VPN-client MFA functions call too.
 _DEVICE_ADMITTED = text(
-    """
-    SELECT EXISTS (
-        SELECT 1 FROM wireguard_network_device w
-        WHERE w.device_id = :device_id AND w.wireguard_network_id = :location_id
-    ) AND (
-        :network_device
-        OR EXISTS (
-            SELECT 1 FROM "user" u
-            WHERE u.id = :user_id AND u.is_active AND (
-                EXISTS (SELECT 1 FROM wireguard_network l
-                        WHERE l.id = :location_id AND l.allow_all_groups)
-                OR EXISTS (SELECT 1 FROM group_user gu JOIN "group" g ON g.id = gu.group_id
-                           WHERE gu.user_id = :user_id AND g.is_admin)
-                OR EXISTS (SELECT 1 FROM group_user gu
-                           JOIN wireguard_network_allowed_group ag ON ag.group_id = gu.group_id
-                           WHERE gu.user_id = :user_id AND ag.network_id = :location_id)
-            )
-        )
-    )
-    """
+    "SELECT device_admitted(:device_id, :user_id, :location_id, :network_device)"
 )
 
 
@@ -196,9 +181,8 @@ async def device_admitted(
     device, its owner is active and admitted by the rules of `allowed_pairs`.
 
     The same three rules as `allowed_pairs` (admin groups everywhere, the
-    location's allowed groups, every user where `allow_all_groups`), as one
-    prepared statement: this runs twice per VPN-client MFA, where building
-    the general union costs more than the query.
+    location's allowed groups, every user where `allow_all_groups`) for one
+    pair, kept in SQL so the VPN-client MFA functions apply them at commit.
     """
     result = await db.execute(
         _DEVICE_ADMITTED,
@@ -398,6 +382,56 @@ async def bump_committed(db: Database, location_ids: Iterable[int]) -> None:
         # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
         async with db.autocommit_sessionmaker() as s:
             await s.execute(_BUMP_PENDING, {"ids": ids})
+
+
+class _Publisher:
+    """One `bump_committed` at a time per process; callers meanwhile join the next one.
+
+    Under load many MFA successes per second land in the same location: one
+    bump claims every change committed before it, so a caller that arrives
+    while a bump runs only needs the one after it. Each caller still returns
+    only once a bump that started after its commit is done.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.pending: set[int] = set()
+        self.waiters: list[asyncio.Future[None]] = []
+        self.running: asyncio.Task[None] | None = None
+
+    async def publish(self, location_ids: Iterable[int]) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self.pending.update(location_ids)
+        self.waiters.append(done)
+        if self.running is None or self.running.done():
+            self.running = asyncio.ensure_future(self._run())
+        await done
+
+    async def _run(self) -> None:
+        while self.waiters:
+            ids, waiters = self.pending, self.waiters
+            self.pending, self.waiters = set(), []
+            try:
+                await bump_committed(self.db, ids)
+            except Exception as exc:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+            else:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+
+_publishers: weakref.WeakKeyDictionary[Database, _Publisher] = weakref.WeakKeyDictionary()
+
+
+async def publish_committed(db: Database, location_ids: Iterable[int]) -> None:
+    """`bump_committed`, coalesced with this process's concurrent callers."""
+    publisher = _publishers.get(db)
+    if publisher is None:
+        publisher = _publishers[db] = _Publisher(db)
+    await publisher.publish(location_ids)
 
 
 async def sweep_pending(db: Database, older_than_seconds: float) -> list[int]:

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     delete,
-    func,
     select,
     text,
     update,
@@ -33,16 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from defguard.core.activity.service import record
 from defguard.core.context import RequestContext
-from defguard.core.devices.models import Device
 from defguard.core.locations.access import bump_revisions
-from defguard.core.locations.models import Location
 from defguard.core.users.models import User
 from defguard.core.vpn_sessions.models import VpnClientSession
 from defguard.core.vpn_sessions.tokens import TOKEN_LIFETIME
 from defguard.db.base import utcnow
 
 # First half of the two-key advisory lock: keeps these locks apart from others.
-_LOCK_NAMESPACE = 0x64670005
+LOCK_NAMESPACE = 0x64670005
 PSK_BYTES = 32
 # A pending attempt outlives its token a little, so a `finish` sent just
 # before the token expired still finds its session rather than a vague error.
@@ -64,119 +61,14 @@ def new_preshared_key() -> str:
     return base64.b64encode(secrets.token_bytes(PSK_BYTES)).decode("ascii")
 
 
-_DEVICE_LOCK = select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, func.hashtext(bindparam("key"))))
-
-
-async def lock_device_location(db: AsyncSession, location_id: int, device_id: int) -> None:
-    """Serialise MFA attempts of one device in one location, on every Core.
+def device_lock_key(location_id: int, device_id: int) -> str:
+    """The advisory lock (in `LOCK_NAMESPACE`) that serialises MFA attempts of one
+    device in one location, on every Core.
 
     Without it two concurrent attempts could each replace the other's pending
     session, or both try to become the device's one active session.
     """
-    await db.execute(_DEVICE_LOCK, {"key": f"vpn-session:{location_id}:{device_id}"})
-
-
-async def lock_location(db: AsyncSession, location_id: int) -> None:
-    """Take the location row before any session row, as a location update does.
-
-    A change of the location's MFA mode locks the location and then rewrites
-    its sessions; everything here that ends in a revision bump (which writes
-    the location row) takes the row first too, so the two never deadlock.
-    """
-    await db.execute(
-        select(Location.id).where(Location.id == location_id).with_for_update(key_share=True)
-    )
-
-
-async def open_attempt(
-    db: AsyncSession, *, location_id: int, device_id: int, user_id: int, method: int
-) -> VpnClientSession:
-    """A new pending session; an earlier pending one of the device there is dropped.
-
-    The caller holds `lock_device_location`. Only the newest attempt can be
-    finished, so a token handed out earlier stops working.
-    """
-    await db.execute(
-        delete(VpnClientSession)
-        .where(
-            VpnClientSession.location_id == location_id,
-            VpnClientSession.device_id == device_id,
-            VpnClientSession.authorized_at.is_(None),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    attempt = VpnClientSession(
-        location_id=location_id, device_id=device_id, user_id=user_id, method=method
-    )
-    db.add(attempt)
-    await db.flush()
-    return attempt
-
-
-@dataclass(frozen=True)
-class PendingAttempt:
-    session: VpnClientSession
-    device: Device
-    user: User
-    location: Location
-
-
-async def pending_attempt(
-    db: AsyncSession, *, session_id: int, location_id: int, pubkey: str
-) -> PendingAttempt | None:
-    """The still-pending session a token names, locked; None once finished, replaced or purged.
-
-    The device must still hold the key the token was issued for: a token is
-    bound to a key, not to a device row whose key may since have changed.
-    """
-    row = (
-        await db.execute(
-            select(VpnClientSession, Device, User, Location)
-            .join(Device, Device.id == VpnClientSession.device_id)
-            .join(User, User.id == VpnClientSession.user_id)
-            .join(Location, Location.id == VpnClientSession.location_id)
-            .where(
-                VpnClientSession.id == session_id,
-                VpnClientSession.location_id == location_id,
-                VpnClientSession.authorized_at.is_(None),
-                VpnClientSession.ended_at.is_(None),
-                Device.wireguard_pubkey == pubkey,
-            )
-            .with_for_update(of=VpnClientSession)
-            .execution_options(populate_existing=True)
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return PendingAttempt(*row)
-
-
-async def authorize(db: AsyncSession, attempt: VpnClientSession) -> str:
-    """Make a pending session the device's active one, with a fresh preshared key.
-
-    The device's previous active session in the location ends first (the
-    unique index allows one), and the location's revision grows so its
-    gateways re-key the peer once the caller has it bumped after the commit.
-    The caller holds `lock_device_location`.
-    """
-    now = utcnow()
-    await db.execute(
-        update(VpnClientSession)
-        .where(
-            VpnClientSession.location_id == attempt.location_id,
-            VpnClientSession.device_id == attempt.device_id,
-            VpnClientSession.authorized_at.is_not(None),
-            VpnClientSession.ended_at.is_(None),
-        )
-        .values(ended_at=now, end_reason=ENDED_REPLACED)
-        .execution_options(synchronize_session=False)
-    )
-    psk = new_preshared_key()
-    attempt.preshared_key = psk
-    attempt.authorized_at = now
-    await db.flush()
-    # The revision is bumped after the commit (`bump_committed`), see the caller.
-    return psk
+    return f"vpn-session:{location_id}:{device_id}"
 
 
 # -- when a location's MFA mode changes ---------------------------------------------
@@ -223,9 +115,9 @@ async def mfa_mode_changed(db: AsyncSession, location_id: int) -> None:
 
 # -- expiry --------------------------------------------------------------------------
 
-# Locations first, in id order, like `lock_location` (see there why); the
-# UPDATE then repeats the condition, since a session may have handshaken
-# while this waited for a lock.
+# Locations first, in id order, as a location update takes its row before
+# rewriting its sessions, so the two never deadlock; the UPDATE then repeats
+# the condition, since a session may have handshaken while this waited.
 _LOCK_DUE_LOCATIONS = text(
     """
     SELECT l.id FROM wireguard_network l

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import hashes
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 TOKEN_LIFETIME = timedelta(minutes=5)
 _ALGORITHM = "HS256"
 _TYPE = "client_mfa"
+_BIGINT_MAX = 2**63 - 1
 
 
 class InvalidToken(Exception):
@@ -32,6 +35,7 @@ class MfaClaims:
     pubkey: str
 
 
+@lru_cache(maxsize=4)
 def signing_key(secret_key: str) -> bytes:
     """Derived rather than the secret itself, so a token key can never sign anything else."""
     return HKDF(
@@ -62,12 +66,31 @@ def verify(secret_key: str, token: str) -> MfaClaims:
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from None
+    return _claims(payload)
+
+
+def peek(token: str) -> MfaClaims:
+    """The claims of a token NOT yet verified: only to find the rows (and the
+    key) that `verify` then needs; nothing may be decided on them alone."""
+    try:
+        payload = jwt.decode(
+            token,
+            options={"verify_signature": False, "require": ["sub", "sid", "loc", "typ"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+    return _claims(payload)
+
+
+def _claims(payload: dict[str, Any]) -> MfaClaims:
     sid, loc, sub = payload["sid"], payload["loc"], payload["sub"]
     if (
         payload["typ"] != _TYPE
         or not isinstance(sid, int)
         or not isinstance(loc, int)
         or not isinstance(sub, str)
+        or not 0 < sid <= _BIGINT_MAX
+        or not 0 < loc <= _BIGINT_MAX
     ):
         raise InvalidToken("not a client-MFA token")
     return MfaClaims(session_id=sid, location_id=loc, pubkey=sub)

@@ -1,0 +1,241 @@
+"""SQL functions for the hottest client requests: VPN-client MFA in one round trip per step.
+
+`client_mfa_open` and `client_mfa_authorize` are the write halves of
+`client-mfa/start` and `client-mfa/finish`: each takes the request's
+exactly-once lock and stored result, the device's locks and the throttle,
+re-checks what may have changed since Core read the rows, writes, and stores
+the answer, all in the one transaction of a single statement. Core decides
+everything that needs Python (the method, the code, the token) before the
+call and passes it in; the functions keep the rules that must hold at
+commit time.
+
+`device_admitted`, `login_blocked` and `login_failure_add` are the single
+definitions of admission and throttling: Python calls them too.
+
+The index on a location's open sessions gains the device: looking up one
+device's open session through an index on the location alone read every
+open session of the location, so each MFA cost more the more people were
+connected.
+
+Revision ID: 0007_client_requests
+Revises: 0006_edge
+"""
+
+from alembic import op
+
+revision = "0007_client_requests"
+down_revision = "0006_edge"
+branch_labels = None
+depends_on = None
+
+SQL = r"""
+DROP INDEX vpn_client_session_open_idx;
+CREATE INDEX vpn_client_session_open_idx ON vpn_client_session (location_id, device_id)
+    WHERE ended_at IS NULL;
+
+-- A device in a location, now: it holds an address there and, unless it is a
+-- network device, its owner is active and admitted (an admin, in an allowed
+-- group, or the location allows every group).
+CREATE FUNCTION device_admitted(
+    p_device_id bigint, p_user_id bigint, p_location_id bigint, p_network_device boolean
+) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM wireguard_network_device w
+        WHERE w.device_id = p_device_id AND w.wireguard_network_id = p_location_id
+    ) AND (
+        p_network_device
+        OR EXISTS (
+            SELECT 1 FROM "user" u
+            WHERE u.id = p_user_id AND u.is_active AND (
+                EXISTS (SELECT 1 FROM wireguard_network l
+                        WHERE l.id = p_location_id AND l.allow_all_groups)
+                OR EXISTS (SELECT 1 FROM group_user gu JOIN "group" g ON g.id = gu.group_id
+                           WHERE gu.user_id = p_user_id AND g.is_admin)
+                OR EXISTS (SELECT 1 FROM group_user gu
+                           JOIN wireguard_network_allowed_group ag ON ag.group_id = gu.group_id
+                           WHERE gu.user_id = p_user_id AND ag.network_id = p_location_id)
+            )
+        )
+    )
+$$;
+
+-- Blocked while a key's `p_max` latest failures all fall within `p_window`
+-- and the latest is less than `p_block` old.
+CREATE FUNCTION login_blocked(
+    p_keys text[], p_max integer, p_window interval, p_block interval, p_now timestamp
+) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM unnest(p_keys) AS key, LATERAL (
+            SELECT count(*) AS n, max(r.at) AS latest, min(r.at) AS oldest FROM (
+                SELECT f.at FROM login_failure f
+                WHERE f.login = key ORDER BY f.at DESC LIMIT p_max
+            ) r
+        ) recent
+        WHERE recent.n >= p_max
+          AND recent.latest - recent.oldest <= p_window
+          AND p_now - recent.latest < p_block
+    )
+$$;
+
+-- One failure more; rows too old to matter for the key go on the way.
+CREATE FUNCTION login_failure_add(p_key text, p_now timestamp, p_keep interval)
+RETURNS void LANGUAGE sql AS $$
+    DELETE FROM login_failure WHERE login = p_key AND at < p_now - p_keep;
+    INSERT INTO login_failure (login, at) VALUES (p_key, p_now);
+$$;
+
+-- The exactly-once step of an Edge request: a second attempt waits for the
+-- first, then finds its stored answer (or nothing, if the first rolled back).
+CREATE FUNCTION edge_request_claim(
+    p_lock integer, p_request_id text,
+    OUT stored boolean, OUT stored_status integer, OUT stored_body bytea,
+    OUT stored_metadata jsonb
+) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock, hashtext(p_request_id));
+    SELECT e.status, e.body, e.metadata INTO stored_status, stored_body, stored_metadata
+    FROM edge_request e WHERE e.request_id = p_request_id;
+    stored := FOUND;
+END
+$$;
+
+-- client-mfa/start: a new pending session (with the id Core signed into its
+-- token), replacing the device's earlier pending one in the location.
+-- Outcomes: ok, replayed (stored_* hold the first answer), blocked.
+-- Locks: p_lock_spaces/p_lock_keys = request, device in location, throttle.
+CREATE FUNCTION client_mfa_open(
+    p_lock_spaces integer[], p_lock_keys text[],
+    p_session_id bigint, p_location_id bigint, p_device_id bigint, p_user_id bigint,
+    p_method smallint, p_body bytea, p_now timestamp,
+    p_throttle_keys text[], p_max_failures integer, p_window interval, p_block interval,
+    OUT outcome text, OUT stored_status integer, OUT stored_body bytea
+) LANGUAGE plpgsql AS $$
+DECLARE
+    claim record;
+BEGIN
+    SELECT * INTO claim FROM edge_request_claim(p_lock_spaces[1], p_lock_keys[1]);
+    IF claim.stored THEN
+        outcome := 'replayed'; stored_status := claim.stored_status; stored_body := claim.stored_body;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(p_lock_spaces[2], hashtext(p_lock_keys[2]));
+    PERFORM pg_advisory_xact_lock(p_lock_spaces[3], hashtext(p_lock_keys[3]));
+    IF login_blocked(p_throttle_keys, p_max_failures, p_window, p_block, p_now) THEN
+        outcome := 'blocked';
+        RETURN;
+    END IF;
+    DELETE FROM vpn_client_session
+    WHERE location_id = p_location_id AND device_id = p_device_id
+      AND authorized_at IS NULL AND ended_at IS NULL;
+    INSERT INTO vpn_client_session (id, location_id, device_id, user_id, method, created_at)
+    VALUES (p_session_id, p_location_id, p_device_id, p_user_id, p_method, p_now);
+    INSERT INTO edge_request (request_id, method, status, body, created_at)
+    VALUES (p_lock_keys[1], 'client_mfa.start', 200, p_body, p_now);
+    outcome := 'ok';
+END
+$$;
+
+-- client-mfa/finish. Core checked the code against p_secret (p_correct) and,
+-- for TOTP, passes the step to claim. Outcomes: ok (the session is active
+-- with p_psk, the previous one ended), wrong (failure counted and logged,
+-- 401 stored), replayed, blocked, gone (the session is no longer pending),
+-- denied (the device lost access; nothing written).
+CREATE FUNCTION client_mfa_authorize(
+    p_lock_spaces integer[], p_lock_keys text[],
+    p_session_id bigint, p_location_id bigint, p_device_id bigint, p_user_id bigint,
+    p_network_device boolean, p_method smallint, p_correct boolean, p_secret bytea,
+    p_totp_step bigint, p_psk text, p_ok_body bytea, p_fail_body bytea, p_now timestamp,
+    p_throttle_keys text[], p_max_failures integer, p_window interval, p_block interval,
+    p_keep interval, p_event_ip inet, p_event_agent text, p_location_name text,
+    p_ok_text text, p_fail_text text, p_replaced text,
+    OUT outcome text, OUT stored_status integer, OUT stored_body bytea
+) LANGUAGE plpgsql AS $$
+DECLARE
+    claim record;
+    correct boolean := p_correct;
+BEGIN
+    SELECT * INTO claim FROM edge_request_claim(p_lock_spaces[1], p_lock_keys[1]);
+    IF claim.stored THEN
+        outcome := 'replayed'; stored_status := claim.stored_status; stored_body := claim.stored_body;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(p_lock_spaces[2], hashtext(p_lock_keys[2]));
+    PERFORM pg_advisory_xact_lock(p_lock_spaces[3], hashtext(p_lock_keys[3]));
+    IF login_blocked(p_throttle_keys, p_max_failures, p_window, p_block, p_now) THEN
+        outcome := 'blocked';
+        RETURN;
+    END IF;
+    PERFORM 1 FROM vpn_client_session s
+    WHERE s.id = p_session_id AND s.location_id = p_location_id AND s.device_id = p_device_id
+      AND s.authorized_at IS NULL AND s.ended_at IS NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'gone';
+        RETURN;
+    END IF;
+    IF correct THEN
+        -- The code was checked against this secret: it must still be the user's.
+        PERFORM 1 FROM "user" u
+        WHERE u.id = p_user_id AND CASE WHEN p_method = 0
+            THEN u.totp_enabled AND u.totp_secret = p_secret
+            ELSE u.email_mfa_enabled AND u.email_mfa_secret = p_secret END;
+        correct := FOUND;
+    END IF;
+    IF correct AND NOT device_admitted(p_device_id, p_user_id, p_location_id, p_network_device) THEN
+        outcome := 'denied';
+        RETURN;
+    END IF;
+    IF correct AND p_totp_step IS NOT NULL THEN
+        -- A TOTP code is good for its whole step: only its first use counts.
+        UPDATE "user" SET totp_last_step = p_totp_step
+        WHERE id = p_user_id AND (totp_last_step IS NULL OR totp_last_step < p_totp_step);
+        correct := FOUND;
+    END IF;
+    IF NOT correct THEN
+        PERFORM login_failure_add(k, p_now, p_keep) FROM unnest(p_throttle_keys) AS k;
+        INSERT INTO activity_log_event
+            (timestamp, user_id, username, location, ip, event, module, device, description)
+        SELECT p_now, u.id, u.username, p_location_name, p_event_ip, 'vpn_client_mfa_failed',
+               'vpn', p_event_agent, p_fail_text
+        FROM "user" u WHERE u.id = p_user_id;
+        INSERT INTO edge_request (request_id, method, status, body, created_at)
+        VALUES (p_lock_keys[1], 'client_mfa.finish', 401, p_fail_body, p_now);
+        outcome := 'wrong';
+        RETURN;
+    END IF;
+    UPDATE vpn_client_session SET ended_at = p_now, end_reason = p_replaced
+    WHERE location_id = p_location_id AND device_id = p_device_id
+      AND authorized_at IS NOT NULL AND ended_at IS NULL;
+    UPDATE vpn_client_session SET preshared_key = p_psk, authorized_at = p_now
+    WHERE id = p_session_id;
+    INSERT INTO activity_log_event
+        (timestamp, user_id, username, location, ip, event, module, device, description)
+    SELECT p_now, u.id, u.username, p_location_name, p_event_ip, 'vpn_client_mfa_success',
+           'vpn', p_event_agent, p_ok_text
+    FROM "user" u WHERE u.id = p_user_id;
+    INSERT INTO edge_request (request_id, method, status, body, created_at)
+    VALUES (p_lock_keys[1], 'client_mfa.finish', 200, p_ok_body, p_now);
+    outcome := 'ok';
+END
+$$;
+"""
+
+DOWN = r"""
+DROP INDEX vpn_client_session_open_idx;
+CREATE INDEX vpn_client_session_open_idx ON vpn_client_session (location_id)
+    WHERE ended_at IS NULL;
+DROP FUNCTION client_mfa_authorize;
+DROP FUNCTION client_mfa_open;
+DROP FUNCTION edge_request_claim;
+DROP FUNCTION login_failure_add;
+DROP FUNCTION login_blocked;
+DROP FUNCTION device_admitted;
+"""
+
+
+def upgrade() -> None:
+    op.execute(SQL)
+
+
+def downgrade() -> None:
+    op.execute(DOWN)
