@@ -320,6 +320,29 @@ async def test_new_start_replaces_the_pending_attempt(db, setup):
     assert (status, err) == (400, {"error": "login session not found"})
 
 
+async def test_retried_start_and_finish_answer_as_the_first_attempt(db, setup):
+    """An Edge re-sends a request to another Core when the first Core's stream broke:
+    the client must get the first attempt's answer, not a second attempt."""
+    lid, key, secret = setup["location"], setup["key"], setup["secret"]
+    other_core = Database(db.url, pool_size=2)
+    try:
+        status, first = await start(db, lid, key, request_id="start-1")
+        assert status == 200, first
+        status, again = await start(other_core, lid, key, request_id="start-1")
+        assert (status, again) == (200, first)
+        assert len(await sessions(db)) == 1
+
+        code = totp_code(secret)
+        status, done = await finish(db, first["token"], code, request_id="finish-1")
+        assert status == 200, done
+        status, replayed = await finish(other_core, first["token"], code, request_id="finish-1")
+        assert (status, replayed) == (200, done)
+        active = [s for s in await sessions(db) if s.authorized_at is not None]
+        assert [s.preshared_key for s in active] == [done["preshared_key"]]
+    finally:
+        await other_core.dispose()
+
+
 async def test_a_retried_wrong_code_counts_once(db, setup):
     """The Edge re-sends a request to another Core with the same id: one failure, one answer."""
     lid, key, secret = setup["location"], setup["key"], setup["secret"]

@@ -7,12 +7,15 @@ preshared key makes the device a peer on the location's gateways. Both may
 run on different Cores: the token is signed with the shared secret and the
 session lives in PostgreSQL.
 
-These are the busiest writes a deployment has, so each step is two round
-trips over `Database.direct`: one statement reads everything the checks
-need, then one SQL function (`client_mfa_open`, `client_mfa_authorize`,
-migration 0007) takes the locks, re-checks what may have changed meanwhile,
-writes and stores the answer in a single transaction. The decisions that
-need Python (the method, the code, the token) are made in between.
+These are the busiest writes a deployment has, so they go over
+`Database.direct` to SQL functions (migration 0007) that take the locks,
+check, write and store the answer in the single transaction of one
+statement. `start` is one call of `client_mfa_open`, which applies the
+checks in the order of their answers; Python signs the token from what it
+returns (a retried request gets the same session and so the same token).
+`finish` needs the user's secret to check the code in Python: one statement
+reads it with everything else, then `client_mfa_authorize` re-checks what may
+have changed since and writes.
 
 Wrong codes are counted per device and per client address with the login
 throttle, and the count commits with the stored 401, so a retry of the same
@@ -22,7 +25,7 @@ request on another Core neither counts it twice nor lets it slip.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from defguard.core.activity.service import describe_agent
@@ -91,38 +94,35 @@ def _bad(message: str) -> EdgeError:
     return EdgeError(400, message)
 
 
-def _method(value: int, mode: LocationMfaMode) -> ClientMfaMethod:
+def _method_facts(value: int) -> dict[str, Any]:
+    """What the request alone says of its method, for `client_mfa_open` to check in
+    order with what only the database knows."""
     try:
         method = ClientMfaMethod(value)
     except ValueError:
-        raise _bad("invalid MFA method selected") from None
-    if method not in LOCATION_METHODS.get(mode, frozenset()):
-        raise _bad("selected MFA method not supported by location")
-    if method not in OFFERED:
-        raise _bad(NOT_AVAILABLE)
-    return method
-
-
-def _throttle_keys(call: DirectCall, device_id: int) -> list[str]:
-    keys = [f"client-mfa:device:{device_id}"]
-    if call.client_ip:
-        keys.append(f"client-mfa:ip:{call.client_ip}")
-    return keys
-
-
-def _locks(call: DirectCall, location_id: int, device_id: int, keys: list[str]) -> dict[str, Any]:
-    """The function's locks, in the order every path takes them: the request, the
-    device in the location, the device's throttle key (the address's key is
-    only checked: locking it would make every client behind one NAT address
-    pass MFA one at a time)."""
+        return {"method": -1, "method_valid": False, "method_modes": "", "method_offered": False}
+    modes = ",".join(mode.value for mode, methods in LOCATION_METHODS.items() if method in methods)
     return {
-        "lock_spaces": [REQUEST_LOCK_NAMESPACE, service.LOCK_NAMESPACE, throttle.LOCK_NAMESPACE],
-        "lock_keys": [
-            call.request_id,
-            service.device_lock_key(location_id, device_id),
-            keys[0],
-        ],
-        "throttle_keys": keys,
+        "method": int(method),
+        "method_valid": True,
+        "method_modes": modes,
+        "method_offered": method in OFFERED,
+    }
+
+
+# Failures count per device and per client address (a format for Python's `%`
+# and SQL's `format`).
+DEVICE_THROTTLE_FORMAT = "client-mfa:device:%s"
+
+
+def _locks(call: DirectCall) -> dict[str, Any]:
+    """The lock namespaces and keys both functions take (see the migration)."""
+    return {
+        "request_lock": REQUEST_LOCK_NAMESPACE,
+        "request_id": call.request_id,
+        "session_lock": service.LOCK_NAMESPACE,
+        "throttle_lock": throttle.LOCK_NAMESPACE,
+        "address_key": f"client-mfa:ip:{call.client_ip}" if call.client_ip else None,
     }
 
 
@@ -142,126 +142,82 @@ def _replayed(status: int, body: bytes) -> EdgeResult:
 
 # -- start ---------------------------------------------------------------------------
 
-_START_READ = """
-SELECT s.secret_key, s.mfa_code_timeout_seconds,
-       l.id, l.name, l.location_mfa_mode,
-       d.id, d.wireguard_pubkey,
-       u.id, u.email, u.first_name, u.totp_enabled, u.totp_secret,
-       u.email_mfa_enabled, u.email_mfa_secret,
-       CASE WHEN l.id IS NOT NULL AND u.id IS NOT NULL
-            THEN device_admitted(d.id, d.user_id, l.id, d.device_type = 'network') END,
-       nextval('vpn_client_session_id_seq')
-FROM settings s
-LEFT JOIN wireguard_network l ON l.id = %(location_id)s
-LEFT JOIN device d ON d.wireguard_pubkey = %(pubkey)s
-LEFT JOIN "user" u ON u.id = d.user_id
-WHERE s.id = 1
-ORDER BY d.id
-LIMIT 1
+_OPEN = """
+SELECT outcome, session_id, issued_at, secret_key, location_name, email, first_name,
+       email_secret, code_timeout
+FROM client_mfa_open(
+    p_request_lock => %(request_lock)s::integer, p_request_id => %(request_id)s::text,
+    p_session_lock => %(session_lock)s::integer,
+    p_session_key_format => %(session_key_format)s::text,
+    p_throttle_lock => %(throttle_lock)s::integer,
+    p_device_key_format => %(device_key_format)s::text,
+    p_address_key => %(address_key)s::text,
+    p_location_id => %(location_id)s::bigint, p_pubkey => %(pubkey)s::text,
+    p_method => %(method)s::smallint, p_method_valid => %(method_valid)s::boolean,
+    p_method_modes => %(method_modes)s::text, p_method_offered => %(method_offered)s::boolean,
+    p_now => %(now)s::timestamp, p_max_failures => %(max_failures)s::integer,
+    p_window => %(window)s::interval, p_block => %(block)s::interval)
 """
 
-_OPEN = """
-SELECT outcome, stored_status, stored_body FROM client_mfa_open(
-    p_lock_spaces => %(lock_spaces)s::integer[], p_lock_keys => %(lock_keys)s::text[],
-    p_session_id => %(session_id)s::bigint, p_location_id => %(location_id)s::bigint,
-    p_device_id => %(device_id)s::bigint, p_user_id => %(user_id)s::bigint,
-    p_method => %(method)s::smallint, p_body => %(body)s::bytea,
-    p_now => %(now)s::timestamp, p_throttle_keys => %(throttle_keys)s::text[],
-    p_max_failures => %(max_failures)s::integer, p_window => %(window)s::interval,
-    p_block => %(block)s::interval)
-"""
+_START_REFUSALS = {
+    "no_location": (400, "location not found"),
+    "mfa_disabled": (400, "MFA not enabled for location"),
+    "no_device": (400, "device not found"),
+    "no_user": (400, "user not found"),
+    "invalid_method": (400, "invalid MFA method selected"),
+    "unsupported": (400, "selected MFA method not supported by location"),
+    "not_available": (400, NOT_AVAILABLE),
+    "unauthorized": (401, UNAUTHORIZED),
+    "blocked": (429, TOO_MANY),
+}
 
 
 @direct_handler("client_mfa.start")
 async def start(call: DirectCall) -> EdgeResult:
+    """One round trip: every check and the write are `client_mfa_open`'s."""
     body: routes.ClientMfaStart = call.body
-    location_id = body.location_id if 0 < body.location_id <= _BIGINT_MAX else 0
-    async with call.database.direct.connection() as conn:
-        return await _start(call, conn, location_id)
-
-
-async def _start(call: DirectCall, conn: DirectConnection, location_id: int) -> EdgeResult:
-    body: routes.ClientMfaStart = call.body
-    row = await conn.fetchone(_START_READ, {"location_id": location_id, "pubkey": body.pubkey})
-    if row is None:
-        raise EdgeError(500, "settings missing")
-    (
-        secret_key,
-        code_timeout,
-        found_location,
-        location_name,
-        mode,
-        device_id,
-        pubkey,
-        user_id,
-        email,
-        first_name,
-        totp_enabled,
-        totp_secret,
-        email_mfa_enabled,
-        email_mfa_secret,
-        admitted,
-        session_id,
-    ) = row
-    if found_location is None:
-        raise _bad("location not found")
-    mode = LocationMfaMode(mode)
-    if mode is LocationMfaMode.DISABLED:
-        raise _bad("MFA not enabled for location")
-    if device_id is None:
-        raise _bad("device not found")
-    if user_id is None:
-        raise _bad("user not found")
-    method = _method(body.method, mode)
-    configured = (
-        totp_enabled and totp_secret is not None
-        if method is ClientMfaMethod.TOTP
-        else email_mfa_enabled and email_mfa_secret is not None
-    )
-    if not configured:
-        raise _bad(NOT_AVAILABLE)
-    if not admitted:
-        raise EdgeError(401, UNAUTHORIZED)
-    # Signed before the session exists: its id was drawn from the sequence above.
-    token = tokens.issue(
-        secret_key,
-        tokens.MfaClaims(session_id=session_id, location_id=location_id, pubkey=pubkey),
-    )
-    answer = {"token": token, "challenge": None}
-    keys = _throttle_keys(call, device_id)
+    facts = _method_facts(body.method)
     params = {
-        **_locks(call, location_id, device_id, keys),
+        **_locks(call),
+        "session_key_format": service.DEVICE_LOCK_FORMAT,
+        "device_key_format": DEVICE_THROTTLE_FORMAT,
+        "location_id": body.location_id if 0 < body.location_id <= _BIGINT_MAX else 0,
+        "pubkey": body.pubkey,
+        **facts,
         **_policy(utcnow()),
-        "session_id": session_id,
-        "location_id": location_id,
-        "device_id": device_id,
-        "user_id": user_id,
-        "method": int(method),
-        "body": encode(answer),
     }
-    if method is ClientMfaMethod.EMAIL:
+    if facts["method"] == ClientMfaMethod.EMAIL:
         # The code's e-mail is queued in the same transaction as the attempt.
         async with call.database.transaction() as db:
             conn = await db.connection()
-            outcome, status, stored = (await conn.exec_driver_sql(_OPEN, params)).one()
-            if outcome == "ok":
+            row = (await conn.exec_driver_sql(_OPEN, params)).one()
+            if row.outcome == "ok":
                 await queue_mail(
                     db,
-                    to=email,
+                    to=row.email,
                     template="mfa_code",
                     context={
-                        "first_name": first_name,
-                        "code": email_code(email_mfa_secret, interval=code_timeout),
-                        "purpose": f"connecting to VPN location {location_name}",
+                        "first_name": row.first_name,
+                        "code": email_code(row.email_secret, interval=row.code_timeout),
+                        "purpose": f"connecting to VPN location {row.location_name}",
                     },
                 )
+        outcome, session_id, issued_at, secret_key = row[:4]
     else:
-        outcome, status, stored = await _fetch(conn, _OPEN, params)
-    if outcome == "replayed":
-        return _replayed(status, stored)
-    if outcome == "blocked":
-        raise EdgeError(429, TOO_MANY)
-    return EdgeResult(body=answer)
+        async with call.database.direct.connection() as direct:
+            outcome, session_id, issued_at, secret_key, *_ = await _fetch(direct, _OPEN, params)
+    if outcome not in ("ok", "replayed"):
+        status, message = _START_REFUSALS[outcome]
+        raise EdgeError(status, message)
+    # A replay signs the same claims at the same time: the same token again.
+    token = tokens.issue(
+        secret_key,
+        tokens.MfaClaims(
+            session_id=session_id, location_id=params["location_id"], pubkey=body.pubkey
+        ),
+        now=issued_at.replace(tzinfo=UTC),
+    )
+    return EdgeResult(body={"token": token, "challenge": None})
 
 
 # -- finish --------------------------------------------------------------------------
@@ -288,15 +244,18 @@ WHERE st.id = 1
 
 _AUTHORIZE = """
 SELECT outcome, stored_status, stored_body FROM client_mfa_authorize(
-    p_lock_spaces => %(lock_spaces)s::integer[], p_lock_keys => %(lock_keys)s::text[],
+    p_request_lock => %(request_lock)s::integer, p_request_id => %(request_id)s::text,
+    p_session_lock => %(session_lock)s::integer, p_session_key => %(session_key)s::text,
+    p_throttle_lock => %(throttle_lock)s::integer, p_device_key => %(device_key)s::text,
+    p_address_key => %(address_key)s::text,
     p_session_id => %(session_id)s::bigint, p_location_id => %(location_id)s::bigint,
     p_device_id => %(device_id)s::bigint, p_user_id => %(user_id)s::bigint,
     p_network_device => %(network_device)s::boolean, p_method => %(method)s::smallint,
     p_correct => %(correct)s::boolean, p_secret => %(secret)s::bytea,
     p_totp_step => %(totp_step)s::bigint, p_psk => %(psk)s::text,
     p_ok_body => %(ok_body)s::bytea, p_fail_body => %(fail_body)s::bytea,
-    p_now => %(now)s::timestamp, p_throttle_keys => %(throttle_keys)s::text[],
-    p_max_failures => %(max_failures)s::integer, p_window => %(window)s::interval,
+    p_now => %(now)s::timestamp, p_max_failures => %(max_failures)s::integer,
+    p_window => %(window)s::interval,
     p_block => %(block)s::interval, p_keep => %(keep)s::interval,
     p_event_ip => %(event_ip)s::inet, p_event_agent => %(event_agent)s::text,
     p_location_name => %(location_name)s::text, p_ok_text => %(ok_text)s::text,
@@ -383,12 +342,13 @@ async def _finish(call: DirectCall, conn: DirectConnection, claims: tokens.MfaCl
             email_mfa_secret, code, interval=code_timeout
         )
     psk = service.new_preshared_key()
-    keys = _throttle_keys(call, device_id)
     outcome, status, stored = await _fetch(
         conn,
         _AUTHORIZE,
         {
-            **_locks(call, claims.location_id, device_id, keys),
+            **_locks(call),
+            "session_key": service.DEVICE_LOCK_FORMAT % (claims.location_id, device_id),
+            "device_key": DEVICE_THROTTLE_FORMAT % device_id,
             **_policy(utcnow()),
             "session_id": session_id,
             "location_id": claims.location_id,

@@ -61,14 +61,11 @@ def new_preshared_key() -> str:
     return base64.b64encode(secrets.token_bytes(PSK_BYTES)).decode("ascii")
 
 
-def device_lock_key(location_id: int, device_id: int) -> str:
-    """The advisory lock (in `LOCK_NAMESPACE`) that serialises MFA attempts of one
-    device in one location, on every Core.
-
-    Without it two concurrent attempts could each replace the other's pending
-    session, or both try to become the device's one active session.
-    """
-    return f"vpn-session:{location_id}:{device_id}"
+# The advisory lock (in `LOCK_NAMESPACE`) that serialises MFA attempts of one
+# device in one location, on every Core: without it two concurrent attempts
+# could each replace the other's pending session, or both try to become the
+# device's one active session. A format for Python's `%` and SQL's `format`.
+DEVICE_LOCK_FORMAT = "vpn-session:%s:%s"
 
 
 # -- when a location's MFA mode changes ---------------------------------------------

@@ -99,39 +99,101 @@ BEGIN
 END
 $$;
 
--- client-mfa/start: a new pending session (with the id Core signed into its
--- token), replacing the device's earlier pending one in the location.
--- Outcomes: ok, replayed (stored_* hold the first answer), blocked.
--- Locks: p_lock_spaces/p_lock_keys = request, device in location, throttle.
+-- client-mfa/start in one call: the checks in the order of their answers,
+-- then a new pending session replacing the device's earlier pending one in
+-- the location. Core passes what it knows from the request alone (is the
+-- method a known one, which location modes admit it, does this server offer
+-- it) and the key formats of its locks. Outcomes: ok, replayed, no_location,
+-- mfa_disabled, no_device, no_user, invalid_method, unsupported,
+-- not_available, unauthorized, blocked. For ok and replayed, session_id and
+-- issued_at are what Core signs into the token (a replay signs the same one),
+-- and the rest is what an e-mailed code needs.
+-- Locks, in this order on every path: the request, the device in the
+-- location, the device's throttle key (the address's key is only checked:
+-- locking it would make every client behind one NAT address wait in line).
 CREATE FUNCTION client_mfa_open(
-    p_lock_spaces integer[], p_lock_keys text[],
-    p_session_id bigint, p_location_id bigint, p_device_id bigint, p_user_id bigint,
-    p_method smallint, p_body bytea, p_now timestamp,
-    p_throttle_keys text[], p_max_failures integer, p_window interval, p_block interval,
-    OUT outcome text, OUT stored_status integer, OUT stored_body bytea
+    p_request_lock integer, p_request_id text,
+    p_session_lock integer, p_session_key_format text,
+    p_throttle_lock integer, p_device_key_format text, p_address_key text,
+    p_location_id bigint, p_pubkey text, p_method smallint,
+    p_method_valid boolean, p_method_modes text, p_method_offered boolean,
+    p_now timestamp, p_max_failures integer, p_window interval, p_block interval,
+    OUT outcome text, OUT session_id bigint, OUT issued_at timestamp, OUT secret_key text,
+    OUT location_name text, OUT email text, OUT first_name text, OUT email_secret bytea,
+    OUT code_timeout integer
 ) LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
 DECLARE
     claim record;
+    loc record;
+    dev record;
+    usr record;
+    device_key text;
+    stored jsonb;
 BEGIN
-    SELECT * INTO claim FROM edge_request_claim(p_lock_spaces[1], p_lock_keys[1]);
+    SELECT st.secret_key, st.mfa_code_timeout_seconds INTO secret_key, code_timeout
+    FROM settings st WHERE st.id = 1;
+    SELECT * INTO claim FROM edge_request_claim(p_request_lock, p_request_id);
     IF claim.stored THEN
-        outcome := 'replayed'; stored_status := claim.stored_status; stored_body := claim.stored_body;
+        stored := convert_from(claim.stored_body, 'UTF8')::jsonb;
+        outcome := 'replayed';
+        session_id := (stored ->> 'session_id')::bigint;
+        issued_at := (stored ->> 'issued_at')::timestamp;
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock(p_lock_spaces[2], hashtext(p_lock_keys[2]));
-    PERFORM pg_advisory_xact_lock(p_lock_spaces[3], hashtext(p_lock_keys[3]));
-    IF login_blocked(p_throttle_keys, p_max_failures, p_window, p_block, p_now) THEN
+    SELECT l.id, l.name, l.location_mfa_mode::text AS mode INTO loc
+    FROM wireguard_network l WHERE l.id = p_location_id;
+    IF NOT FOUND THEN outcome := 'no_location'; RETURN; END IF;
+    IF loc.mode = 'disabled' THEN outcome := 'mfa_disabled'; RETURN; END IF;
+    SELECT d.id, d.user_id, d.device_type::text AS kind INTO dev
+    FROM device d WHERE d.wireguard_pubkey = p_pubkey ORDER BY d.id LIMIT 1;
+    IF NOT FOUND THEN outcome := 'no_device'; RETURN; END IF;
+    SELECT u.email, u.first_name, u.email_mfa_secret,
+           u.totp_enabled AND u.totp_secret IS NOT NULL AS totp,
+           u.email_mfa_enabled AND u.email_mfa_secret IS NOT NULL AS mail
+    INTO usr FROM "user" u WHERE u.id = dev.user_id;
+    IF NOT FOUND THEN outcome := 'no_user'; RETURN; END IF;
+    IF NOT p_method_valid THEN outcome := 'invalid_method'; RETURN; END IF;
+    IF NOT loc.mode = ANY(string_to_array(p_method_modes, ',')) THEN
+        outcome := 'unsupported';
+        RETURN;
+    END IF;
+    IF NOT p_method_offered
+       OR NOT (CASE p_method WHEN 0 THEN usr.totp WHEN 1 THEN usr.mail ELSE false END) THEN
+        outcome := 'not_available';
+        RETURN;
+    END IF;
+    IF NOT device_admitted(dev.id, dev.user_id, loc.id, dev.kind = 'network') THEN
+        outcome := 'unauthorized';
+        RETURN;
+    END IF;
+    device_key := format(p_device_key_format, dev.id);
+    PERFORM pg_advisory_xact_lock(
+        p_session_lock, hashtext(format(p_session_key_format, loc.id, dev.id)));
+    PERFORM pg_advisory_xact_lock(p_throttle_lock, hashtext(device_key));
+    IF login_blocked(ARRAY[device_key, p_address_key], p_max_failures, p_window, p_block, p_now)
+    THEN
         outcome := 'blocked';
         RETURN;
     END IF;
-    DELETE FROM vpn_client_session
-    WHERE location_id = p_location_id AND device_id = p_device_id
-      AND authorized_at IS NULL AND ended_at IS NULL;
-    INSERT INTO vpn_client_session (id, location_id, device_id, user_id, method, created_at)
-    VALUES (p_session_id, p_location_id, p_device_id, p_user_id, p_method, p_now);
+    DELETE FROM vpn_client_session s
+    WHERE s.location_id = loc.id AND s.device_id = dev.id
+      AND s.authorized_at IS NULL AND s.ended_at IS NULL;
+    INSERT INTO vpn_client_session (location_id, device_id, user_id, method, created_at)
+    VALUES (loc.id, dev.id, dev.user_id, p_method, p_now)
+    RETURNING id INTO session_id;
+    issued_at := p_now;
+    -- What the answer is made of, so that a retry signs the same token.
     INSERT INTO edge_request (request_id, method, status, body, created_at)
-    VALUES (p_lock_keys[1], 'client_mfa.start', 200, p_body, p_now);
+    VALUES (p_request_id, 'client_mfa.start', 200,
+            convert_to(json_build_object('session_id', session_id, 'issued_at', p_now)::text,
+                       'UTF8'),
+            p_now);
     outcome := 'ok';
+    location_name := loc.name;
+    email := usr.email;
+    first_name := usr.first_name;
+    email_secret := usr.email_mfa_secret;
 END
 $$;
 
@@ -141,11 +203,12 @@ $$;
 -- 401 stored), replayed, blocked, gone (the session is no longer pending),
 -- denied (the device lost access; nothing written).
 CREATE FUNCTION client_mfa_authorize(
-    p_lock_spaces integer[], p_lock_keys text[],
+    p_request_lock integer, p_request_id text, p_session_lock integer, p_session_key text,
+    p_throttle_lock integer, p_device_key text, p_address_key text,
     p_session_id bigint, p_location_id bigint, p_device_id bigint, p_user_id bigint,
     p_network_device boolean, p_method smallint, p_correct boolean, p_secret bytea,
     p_totp_step bigint, p_psk text, p_ok_body bytea, p_fail_body bytea, p_now timestamp,
-    p_throttle_keys text[], p_max_failures integer, p_window interval, p_block interval,
+    p_max_failures integer, p_window interval, p_block interval,
     p_keep interval, p_event_ip inet, p_event_agent text, p_location_name text,
     p_ok_text text, p_fail_text text, p_replaced text,
     OUT outcome text, OUT stored_status integer, OUT stored_body bytea
@@ -154,14 +217,17 @@ DECLARE
     claim record;
     correct boolean := p_correct;
 BEGIN
-    SELECT * INTO claim FROM edge_request_claim(p_lock_spaces[1], p_lock_keys[1]);
+    SELECT * INTO claim FROM edge_request_claim(p_request_lock, p_request_id);
     IF claim.stored THEN
-        outcome := 'replayed'; stored_status := claim.stored_status; stored_body := claim.stored_body;
+        outcome := 'replayed';
+        stored_status := claim.stored_status;
+        stored_body := claim.stored_body;
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock(p_lock_spaces[2], hashtext(p_lock_keys[2]));
-    PERFORM pg_advisory_xact_lock(p_lock_spaces[3], hashtext(p_lock_keys[3]));
-    IF login_blocked(p_throttle_keys, p_max_failures, p_window, p_block, p_now) THEN
+    PERFORM pg_advisory_xact_lock(p_session_lock, hashtext(p_session_key));
+    PERFORM pg_advisory_xact_lock(p_throttle_lock, hashtext(p_device_key));
+    IF login_blocked(ARRAY[p_device_key, p_address_key], p_max_failures, p_window, p_block, p_now)
+    THEN
         outcome := 'blocked';
         RETURN;
     END IF;
@@ -192,14 +258,17 @@ BEGIN
         correct := FOUND;
     END IF;
     IF NOT correct THEN
-        PERFORM login_failure_add(k, p_now, p_keep) FROM unnest(p_throttle_keys) AS k;
+        PERFORM login_failure_add(p_device_key, p_now, p_keep);
+        IF p_address_key IS NOT NULL THEN
+            PERFORM login_failure_add(p_address_key, p_now, p_keep);
+        END IF;
         INSERT INTO activity_log_event
             (timestamp, user_id, username, location, ip, event, module, device, description)
         SELECT p_now, u.id, u.username, p_location_name, p_event_ip, 'vpn_client_mfa_failed',
                'vpn', p_event_agent, p_fail_text
         FROM "user" u WHERE u.id = p_user_id;
         INSERT INTO edge_request (request_id, method, status, body, created_at)
-        VALUES (p_lock_keys[1], 'client_mfa.finish', 401, p_fail_body, p_now);
+        VALUES (p_request_id, 'client_mfa.finish', 401, p_fail_body, p_now);
         outcome := 'wrong';
         RETURN;
     END IF;
@@ -214,7 +283,7 @@ BEGIN
            'vpn', p_event_agent, p_ok_text
     FROM "user" u WHERE u.id = p_user_id;
     INSERT INTO edge_request (request_id, method, status, body, created_at)
-    VALUES (p_lock_keys[1], 'client_mfa.finish', 200, p_ok_body, p_now);
+    VALUES (p_request_id, 'client_mfa.finish', 200, p_ok_body, p_now);
     outcome := 'ok';
 END
 $$;
