@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from defguard.config import CoreSettings
 from defguard.core.enrollment import configs
@@ -69,6 +69,32 @@ async def test_poll_answers_the_current_config_without_a_token(admin_client, db,
         stored = (await s.execute(select(PollingToken.token))).scalar_one()
     assert stored == created["token"]
     assert (await poll(db, settings, created["token"])).status == 200
+
+
+async def test_poll_survives_a_dropped_database_connection(admin_client, db, settings):
+    """Polls use their own pooled connections; one that PostgreSQL dropped (a restart,
+    a failover) must cost the client nothing."""
+    await create_location(admin_client)
+    created = await enrolled_device(admin_client, db, settings)
+    assert (await poll(db, settings, created["token"])).status == 200
+    async with db.session() as s:
+        dropped = (
+            (
+                await s.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = 'defguard-direct'"
+                        " AND datname = current_database()"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert dropped and all(dropped)
+    answer = await poll(db, settings, created["token"])
+    assert answer.status == 200, answer.body
+    assert answer.json["device_config"]["device"] == created["device"]
 
 
 async def test_poll_follows_location_changes(admin_client, db, settings):

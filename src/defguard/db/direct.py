@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL
 
 # Statements are prepared on their first execution: every one sent here repeats.
 _PREPARE_THRESHOLD = 0
+_CHECKOUT_TIMEOUT = 5.0
 
 
 def conninfo(url: URL) -> str:
@@ -55,7 +56,7 @@ class DirectPool:
     A connection that broke (PostgreSQL restarted, a failover) raises
     `psycopg.OperationalError` in the statement that finds out, and the pool
     drops it when it comes back; callers whose statements are reads or
-    idempotent function calls run again on a fresh one (see `dispatch`).
+    idempotent function calls then `recover` and run again (see `dispatch`).
     """
 
     def __init__(self, url: URL, *, max_size: int = 16) -> None:
@@ -63,20 +64,39 @@ class DirectPool:
             conninfo(url),
             min_size=1,
             max_size=max_size,
-            kwargs={"autocommit": True, "prepare_threshold": _PREPARE_THRESHOLD},
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": _PREPARE_THRESHOLD,
+                # How these connections show in pg_stat_activity.
+                "application_name": "defguard-direct",
+            },
+            # Within the Edge's deadline for an answer.
+            timeout=_CHECKOUT_TIMEOUT,
             open=False,
             name="defguard-direct",
         )
-        self._opening: asyncio.Task[None] | None = None
+        self._opening: asyncio.Future[None] | None = None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[DirectConnection]:
-        if self._opening is None or not self._opening.done():
-            if self._opening is None:
-                self._opening = asyncio.ensure_future(self._pool.open(wait=True))
+        if self._opening is None:
+            # Without waiting for a first connection: if PostgreSQL is down the
+            # pool keeps trying in the background (a pool that failed to
+            # start would stay closed for good).
+            self._opening = asyncio.ensure_future(self._pool.open(wait=False))
+        if not self._opening.done():
             await asyncio.shield(self._opening)
         async with self._pool.connection() as conn:
             yield DirectConnection(conn)
+
+    async def recover(self) -> None:
+        """After a broken connection: drop every idle one that is broken too.
+
+        A restart or failover of PostgreSQL breaks all of them at once, and
+        checking each costs a round trip, so this runs only after a failure.
+        """
+        if self._opening is not None and self._opening.done():
+            await self._pool.check()
 
     async def close(self) -> None:
         if self._opening is not None:

@@ -286,9 +286,10 @@ async def _dispatch_direct(
         try:
             result = await handler(call)
         except psycopg.OperationalError:
-            # A pooled connection that broke (PostgreSQL restarted): the pool
-            # drops it, and a direct handler's statements are safe to repeat.
+            # Pooled connections that broke (PostgreSQL restarted): the pool
+            # drops them, and a direct handler's statements are safe to repeat.
             log.warning("database connection lost; running the request again", op=request.method)
+            await db.direct.recover()
             result = await handler(call)
     except EdgeError as exc:
         return _response(request.request_id, exc.status, error_body(exc.message), {})
