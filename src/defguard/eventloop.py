@@ -1,9 +1,12 @@
-"""How the long-running processes (Core, Edge, Gateway) run their event loop.
+"""How Core and the Edge run their event loop.
 
 uvloop, the libuv-based loop that uvicorn also prefers: every client request
 crosses the loop several times (HTTP, gRPC, PostgreSQL), and its cheaper
 socket and callback handling is a measured share of a request's cost
-(docs/benchmarks.md). The command-line tools keep the standard loop.
+(docs/benchmarks.md). The Gateway keeps the standard loop: it serves one
+Core stream per Core, not client traffic, and starts `wireguard-go`, which
+daemonizes; the standard loop's subprocess handling is the one it is
+tested with. The command-line tools keep the standard loop too.
 """
 
 from __future__ import annotations

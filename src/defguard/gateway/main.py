@@ -29,7 +29,6 @@ from typing import Any
 
 import grpc
 
-from defguard import eventloop
 from defguard.config import GatewaySettings
 from defguard.gateway.health import HealthServer
 from defguard.gateway.hooks import HookError, run_down_hook, run_hook
@@ -205,7 +204,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event | None = None) ->
 
 def run_gateway(settings: GatewaySettings) -> None:
     try:
-        eventloop.run(serve(settings))
+        asyncio.run(serve(settings))
     except StartupError as exc:
         log.error("gateway failed to start", error=str(exc))
         raise SystemExit(1) from exc
