@@ -7,6 +7,7 @@ not at all: the log never shows an action that did not happen.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +36,7 @@ _SYSTEMS = (
 )
 
 
+@lru_cache(maxsize=1024)
 def describe_agent(user_agent: str | None) -> str:
     """A short "Browser major, OS: system" label for the activity log's `device` column."""
     if not user_agent:

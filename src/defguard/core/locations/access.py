@@ -342,23 +342,22 @@ async def bump_revisions(db: AsyncSession, location_ids: Iterable[int]) -> None:
 
 # Like _BUMP, but only where something is still unclaimed: concurrent MFA
 # successes claim each other's changes, and an empty revision costs every
-# gateway link a round of work for nothing.
-_BUMP_PENDING = text(
-    """
-    WITH bumped AS (
-        UPDATE wireguard_network SET config_revision = config_revision + 1
-        WHERE id = ANY(:ids) AND EXISTS (
-            SELECT 1 FROM peer_change p
-            WHERE p.location_id = wireguard_network.id AND p.revision IS NULL
-        )
-        RETURNING id, config_revision
-    ), stamped AS (
-        UPDATE peer_change SET revision = bumped.config_revision FROM bumped
-        WHERE peer_change.location_id = bumped.id AND peer_change.revision IS NULL
+# gateway link a round of work for nothing. Sent over `Database.direct`: it
+# follows every MFA success.
+_BUMP_PENDING = """
+WITH bumped AS (
+    UPDATE wireguard_network SET config_revision = config_revision + 1
+    WHERE id = ANY(%(ids)s::bigint[]) AND EXISTS (
+        SELECT 1 FROM peer_change p
+        WHERE p.location_id = wireguard_network.id AND p.revision IS NULL
     )
-    SELECT pg_notify('defguard_location', id || ':' || config_revision) FROM bumped
-    """
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+    RETURNING id, config_revision
+), stamped AS (
+    UPDATE peer_change SET revision = bumped.config_revision FROM bumped
+    WHERE peer_change.location_id = bumped.id AND peer_change.revision IS NULL
+)
+SELECT pg_notify('defguard_location', id || ':' || config_revision) FROM bumped
+"""
 
 _PENDING_LOCATIONS = text(
     """
@@ -380,8 +379,8 @@ async def bump_committed(db: Database, location_ids: Iterable[int]) -> None:
     ids = sorted(set(location_ids))
     if ids:
         # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
-        async with db.autocommit_sessionmaker() as s:
-            await s.execute(_BUMP_PENDING, {"ids": ids})
+        async with db.direct.connection() as conn:
+            await conn.fetchall(_BUMP_PENDING, {"ids": ids})
 
 
 class _Publisher:

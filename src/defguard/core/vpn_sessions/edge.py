@@ -88,6 +88,7 @@ NOT_AVAILABLE = "selected MFA method not available"
 UNAUTHORIZED = "unauthorized"
 TOO_MANY = "too many attempts"
 SESSION_NOT_FOUND = "login session not found"
+_UNAUTHORIZED_BODY = error_body(UNAUTHORIZED)
 
 
 def _bad(message: str) -> EdgeError:
@@ -361,7 +362,7 @@ async def _finish(call: DirectCall, conn: DirectConnection, claims: tokens.MfaCl
             "totp_step": totp_step,
             "psk": psk,
             "ok_body": encode({"preshared_key": psk, "token": None}),
-            "fail_body": error_body(UNAUTHORIZED),
+            "fail_body": _UNAUTHORIZED_BODY,
             "keep": throttle.KEEP,
             "event_ip": call.client_ip or None,
             "event_agent": describe_agent(call.user_agent),
