@@ -45,6 +45,8 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
                     await context.write(message)
                     continue
                 batch = [message.request]
+                # One turn of the loop lets requests arriving at the same moment join.
+                await asyncio.sleep(0)
                 after: edge_pb2.EdgeToCore | None = None
                 ended = False
                 while len(batch) < MAX_BATCH and not connection.queue.empty():

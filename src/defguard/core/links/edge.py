@@ -181,6 +181,8 @@ class EdgeLink:
         """Sends answers as they are ready: one alone, or all that queued up meanwhile."""
         while True:
             batch = [await self._answers.get()]
+            # One turn of the loop lets answers finishing at the same moment join.
+            await asyncio.sleep(0)
             while len(batch) < MAX_BATCH and not self._answers.empty():
                 batch.append(self._answers.get_nowait())
             if len(batch) == 1:
