@@ -10,7 +10,7 @@ import grpc
 import structlog
 
 from defguard import __version__
-from defguard.core.links.protocol import compatible
+from defguard.core.links.protocol import Batcher, compatible
 from defguard.edge.router import CoreConnection, CoreRouter
 from defguard.proto import common_pb2, edge_pb2, edge_pb2_grpc
 
@@ -36,6 +36,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
 
     async def _writer(self, connection: CoreConnection, context: grpc.aio.ServicerContext) -> None:
         """The only task that writes to the stream: grpc.aio allows one write at a time."""
+        batcher = Batcher()
         try:
             while True:
                 message = await connection.queue.get()
@@ -45,8 +46,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
                     await context.write(message)
                     continue
                 batch = [message.request]
-                # One turn of the loop lets requests arriving at the same moment join.
-                await asyncio.sleep(0)
+                await batcher.pause()
                 after: edge_pb2.EdgeToCore | None = None
                 ended = False
                 while len(batch) < MAX_BATCH and not connection.queue.empty():
@@ -62,6 +62,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
                     await context.write(
                         self._message(requests=edge_pb2.EdgeRequestBatch(requests=batch))
                     )
+                batcher.sent()
                 if after is not None:
                     await context.write(after)
                 if ended:

@@ -28,7 +28,13 @@ from defguard.core.links.gateway import (
     cancel_and_wait,
     run_with_retries,
 )
-from defguard.core.links.protocol import INCOMPATIBLE_VERSION, compatible, open_channel, sender
+from defguard.core.links.protocol import (
+    INCOMPATIBLE_VERSION,
+    Batcher,
+    compatible,
+    open_channel,
+    sender,
+)
 from defguard.core.settings.service import get_settings_row
 from defguard.db.engine import Database
 from defguard.proto import common_pb2, edge_pb2, edge_pb2_grpc
@@ -179,16 +185,17 @@ class EdgeLink:
 
     async def _write_answers(self, call: Any) -> None:
         """Sends answers as they are ready: one alone, or all that queued up meanwhile."""
+        batcher = Batcher()
         while True:
             batch = [await self._answers.get()]
-            # One turn of the loop lets answers finishing at the same moment join.
-            await asyncio.sleep(0)
+            await batcher.pause()
             while len(batch) < MAX_BATCH and not self._answers.empty():
                 batch.append(self._answers.get_nowait())
             if len(batch) == 1:
                 await self._send(call, response=batch[0])
             else:
                 await self._send(call, responses=edge_pb2.CoreResponseBatch(responses=batch))
+            batcher.sent()
             self.served += len(batch)
 
     async def _start(self, request: edge_pb2.EdgeRequest) -> None:

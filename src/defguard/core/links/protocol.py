@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -18,6 +19,30 @@ INCOMPATIBLE_VERSION = "incompatible_version"
 # `grpc.http2.min_ping_interval_without_data_ms` at or below this value).
 KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
+
+
+# The one writer of a busy link stream waits this long before sending, so the
+# requests (or answers) of the same millisecond travel in one gRPC message:
+# each message costs both ends far more than its size. A link that sent
+# nothing for BUSY_GAP counts as idle and sends at once.
+BATCH_WINDOW = 0.001
+BUSY_GAP = 0.005
+
+
+class Batcher:
+    """When a link's writer should send what it has."""
+
+    def __init__(self) -> None:
+        self.last_sent = 0.0
+
+    async def pause(self) -> None:
+        """Before collecting a batch: a moment when busy, one loop turn when idle."""
+        loop = asyncio.get_running_loop()
+        busy = loop.time() - self.last_sent < BUSY_GAP
+        await asyncio.sleep(BATCH_WINDOW if busy else 0)
+
+    def sent(self) -> None:
+        self.last_sent = asyncio.get_running_loop().time()
 
 
 def sender(core_id: str) -> common_pb2.Peer:
