@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from defguard.db.direct import conninfo
 from defguard.db.engine import Database
 
 log = structlog.get_logger("defguard.core.jobs")
@@ -40,7 +41,8 @@ WORKER_RESTART_SECONDS = 2.0
 
 
 def libpq_uri(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    """The same server and credentials as the ORM's, for psycopg used directly."""
+    return conninfo(url)
 
 
 _bound: procrastinate.App | None = None

@@ -259,34 +259,29 @@ BEGIN
         WHERE id = p_user_id AND (totp_last_step IS NULL OR totp_last_step < p_totp_step);
         correct := FOUND;
     END IF;
-    IF NOT correct THEN
+    IF correct THEN
+        UPDATE vpn_client_session SET ended_at = p_now, end_reason = p_replaced
+        WHERE location_id = p_location_id AND device_id = p_device_id
+          AND authorized_at IS NOT NULL AND ended_at IS NULL;
+        UPDATE vpn_client_session SET preshared_key = p_psk, authorized_at = p_now
+        WHERE id = p_session_id;
+        outcome := 'ok';
+    ELSE
         PERFORM login_failure_add(p_device_key, p_now, p_keep);
         IF p_address_key IS NOT NULL THEN
             PERFORM login_failure_add(p_address_key, p_now, p_keep);
         END IF;
-        INSERT INTO activity_log_event
-            (timestamp, user_id, username, location, ip, event, module, device, description)
-        SELECT p_now, u.id, u.username, p_location_name, p_event_ip, 'vpn_client_mfa_failed',
-               'vpn', p_event_agent, p_fail_text
-        FROM "user" u WHERE u.id = p_user_id;
-        INSERT INTO edge_request (request_id, method, status, body, created_at)
-        VALUES (p_request_id, 'client_mfa.finish', 401, p_fail_body, p_now);
         outcome := 'wrong';
-        RETURN;
     END IF;
-    UPDATE vpn_client_session SET ended_at = p_now, end_reason = p_replaced
-    WHERE location_id = p_location_id AND device_id = p_device_id
-      AND authorized_at IS NOT NULL AND ended_at IS NULL;
-    UPDATE vpn_client_session SET preshared_key = p_psk, authorized_at = p_now
-    WHERE id = p_session_id;
     INSERT INTO activity_log_event
         (timestamp, user_id, username, location, ip, event, module, device, description)
-    SELECT p_now, u.id, u.username, p_location_name, p_event_ip, 'vpn_client_mfa_success',
-           'vpn', p_event_agent, p_ok_text
+    SELECT p_now, u.id, u.username, p_location_name, p_event_ip,
+           CASE WHEN correct THEN 'vpn_client_mfa_success' ELSE 'vpn_client_mfa_failed' END,
+           'vpn', p_event_agent, CASE WHEN correct THEN p_ok_text ELSE p_fail_text END
     FROM "user" u WHERE u.id = p_user_id;
     INSERT INTO edge_request (request_id, method, status, body, created_at)
-    VALUES (p_request_id, 'client_mfa.finish', 200, p_ok_body, p_now);
-    outcome := 'ok';
+    VALUES (p_request_id, 'client_mfa.finish', CASE WHEN correct THEN 200 ELSE 401 END,
+            CASE WHEN correct THEN p_ok_body ELSE p_fail_body END, p_now);
 END
 $$;
 """
