@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from tests.api_bodies import location_body as api_location_body
+
 # Elements in `form.elements` that forms.js reads (fieldset, object and output
 # have no name it could use here).
 _CONTROL_TAGS = ("input", "select", "textarea", "button")
@@ -242,27 +244,8 @@ def body_of(
 
 
 def location_body(**overrides: Any) -> dict[str, Any]:
-    """A complete POST /network body; `overrides` replace its fields."""
-    body: dict[str, Any] = {
-        "name": "HQ",
-        "address": "10.10.0.1/24",
-        "endpoint": "vpn.example.com",
-        "port": 51820,
-        "allowed_ips": "10.10.0.0/24",
-        "dns": None,
-        "mtu": 1420,
-        "fwmark": 0,
-        "allow_all_groups": True,
-        "allowed_groups": [],
-        "keepalive_interval": 25,
-        "peer_disconnect_threshold": 300,
-        "acl_enabled": False,
-        "acl_default_allow": False,
-        "location_mfa_mode": "disabled",
-        "service_location_mode": "disabled",
-    }
-    body.update(overrides)
-    return body
+    """The API's location body as the console's form starts it: one network, no DNS."""
+    return api_location_body(**{"allowed_ips": "10.10.0.0/24", "dns": None, **overrides})
 
 
 async def create_location(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.engine import URL
 
 from defguard.core.auth.mfa import totp_secret_base32
+from tests.api_bodies import location_body
 from tests.chaos.clock import now
 from tests.chaos.options import ChaosOptions
 from tests.processes import free_port, wait_for
@@ -282,24 +283,16 @@ class Cluster:
         endpoint = self.gateways[0].address if self.gateways else "vpn.example.com"
         r = http.post(
             "/network",
-            json={
-                "name": LOCATION,
-                "address": VPN_ADDRESS,
-                "endpoint": endpoint,
-                "port": 51820,
-                "allowed_ips": VPN_NET,
-                "dns": None,
-                "mtu": 1420,
-                "fwmark": 0,
-                "allow_all_groups": True,
-                "allowed_groups": [],
-                "keepalive_interval": 25,
-                "peer_disconnect_threshold": API_MIN_THRESHOLD,
-                "acl_enabled": False,
-                "acl_default_allow": True,
-                "location_mfa_mode": "internal",
-                "service_location_mode": "disabled",
-            },
+            json=location_body(
+                name=LOCATION,
+                address=VPN_ADDRESS,
+                endpoint=endpoint,
+                allowed_ips=VPN_NET,
+                dns=None,
+                peer_disconnect_threshold=API_MIN_THRESHOLD,
+                acl_default_allow=True,
+                location_mfa_mode="internal",
+            ),
         )
         assert r.status_code == 201, r.text
         self.location_id = r.json()["id"]

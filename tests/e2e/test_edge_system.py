@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL
 
 from defguard.client.state import StateStore
 from defguard.core.auth.mfa import totp_secret_base32
+from tests.api_bodies import location_body
 from tests.conftest import require_tools
 from tests.processes import CoreProcess, EdgeProcess, wait_for
 from tests.wgtools import (
@@ -204,24 +205,16 @@ def _logs_on_failure(*logs: tuple[str, Callable[[], str]]) -> Iterator[None]:
 
 
 def _location(endpoint: str, threshold: int) -> dict:
-    return {
-        "name": LOCATION,
-        "address": f"{GATEWAY_VPN_IP}/24",
-        "endpoint": endpoint,
-        "port": 51820,
-        "allowed_ips": VPN_NET,
-        "dns": None,
-        "mtu": 1420,
-        "fwmark": 0,
-        "allow_all_groups": True,
-        "allowed_groups": [],
-        "keepalive_interval": 25,
-        "peer_disconnect_threshold": threshold,
-        "acl_enabled": False,
-        "acl_default_allow": True,
-        "location_mfa_mode": "internal",
-        "service_location_mode": "disabled",
-    }
+    return location_body(
+        name=LOCATION,
+        address=f"{GATEWAY_VPN_IP}/24",
+        endpoint=endpoint,
+        allowed_ips=VPN_NET,
+        dns=None,
+        peer_disconnect_threshold=threshold,
+        acl_default_allow=True,
+        location_mfa_mode="internal",
+    )
 
 
 def test_enroll_mfa_connect_and_idle_expiry_through_the_edge(fresh_db_url, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.api_bodies import location_body
 from tests.conftest import require_tools
 from tests.wgtools import keypair, load_client_config
 
@@ -106,24 +107,7 @@ def test_up_prints_login_and_admin_gets_a_working_config(tmp_path):
             assert r.status_code == 200, r.text
             r = http.post(
                 "/network",
-                json={
-                    "name": "HQ",
-                    "address": "10.10.0.1/24",
-                    "endpoint": "127.0.0.1",
-                    "port": 51820,
-                    "allowed_ips": "10.10.0.0/24,192.168.50.0/24",
-                    "dns": "10.10.0.53",
-                    "mtu": 1420,
-                    "fwmark": 0,
-                    "allow_all_groups": True,
-                    "allowed_groups": [],
-                    "keepalive_interval": 25,
-                    "peer_disconnect_threshold": 300,
-                    "acl_enabled": False,
-                    "acl_default_allow": False,
-                    "location_mfa_mode": "disabled",
-                    "service_location_mode": "disabled",
-                },
+                json=location_body(endpoint="127.0.0.1"),
             )
             assert r.status_code == 201, r.text
             location = r.json()

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.api_bodies import location_body
 from tests.conftest import require_tools
 from tests.processes import CoreProcess, wait_for
 from tests.wgtools import (
@@ -72,24 +73,15 @@ def test_vpn_data_path_acl_partition_and_core_loss(fresh_db_url, tmp_path):
                 http = core.client()
                 r = http.post(
                     "/network",
-                    json={
-                        "name": "office",
-                        "address": "10.99.0.1/24",
-                        "endpoint": gw_public,
-                        "port": 51820,
-                        "allowed_ips": f"10.99.0.0/24,{host_ip}/32",
-                        "dns": None,
-                        "mtu": 1420,
-                        "fwmark": 0,
-                        "allow_all_groups": True,
-                        "allowed_groups": [],
-                        "keepalive_interval": 25,
-                        "peer_disconnect_threshold": 300,
-                        "acl_enabled": True,
-                        "acl_default_allow": True,
-                        "location_mfa_mode": "disabled",
-                        "service_location_mode": "disabled",
-                    },
+                    json=location_body(
+                        name="office",
+                        address="10.99.0.1/24",
+                        endpoint=gw_public,
+                        allowed_ips=f"10.99.0.0/24,{host_ip}/32",
+                        dns=None,
+                        acl_enabled=True,
+                        acl_default_allow=True,
+                    ),
                 )
                 assert r.status_code == 201, r.text
                 location = r.json()

@@ -17,30 +17,8 @@ from defguard.core.users.models import User
 from defguard.db.base import Base
 from defguard.db.engine import Database
 from defguard.wireguard.keys import generate_keypair, is_valid_key
+from tests.api_bodies import location_body
 from tests.conftest import make_user
-
-
-def location_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": "HQ",
-        "address": "10.10.0.1/24",
-        "endpoint": "vpn.example.com",
-        "port": 51820,
-        "allowed_ips": "10.10.0.0/24,192.168.50.0/24",
-        "dns": "10.10.0.53",
-        "mtu": 1420,
-        "fwmark": 0,
-        "allow_all_groups": True,
-        "allowed_groups": [],
-        "keepalive_interval": 25,
-        "peer_disconnect_threshold": 300,
-        "acl_enabled": False,
-        "acl_default_allow": False,
-        "location_mfa_mode": "disabled",
-        "service_location_mode": "disabled",
-    }
-    body.update(overrides)
-    return body
 
 
 async def create_location(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
@@ -470,3 +448,76 @@ async def test_each_location_checks_its_own_groups(admin_client, db):
     # A device added later follows the same rule.
     later = (await add_device(admin_client, "navy", "phone"))["configs"]
     assert sorted(c["network_name"] for c in later) == ["all", "blue"]
+
+
+async def test_device_admitted_follows_allowed_pairs(admin_client, db):
+    """VPN-client MFA checks admission with the SQL function `device_admitted`; it must
+    say yes for exactly the device-location pairs `allowed_pairs` admits and the
+    device holds an address in."""
+    from sqlalchemy import text
+
+    from defguard.core.locations.access import allowed_pairs
+
+    for name in ("anna", "bob", "carl", "dave"):
+        await make_user(db, name)
+    await make_user(db, "root", admin=True)
+    for group, members in (("devs", ["anna", "dave"]), ("ops", ["bob"])):
+        r = await admin_client.post(
+            "/group", json={"name": group, "is_admin": False, "members": members}
+        )
+        assert r.status_code == 201, r.text
+    await create_location(admin_client, name="open", address="10.10.0.1/24")
+    await create_location(
+        admin_client,
+        name="devs-only",
+        address="10.20.0.1/24",
+        allow_all_groups=False,
+        allowed_groups=["devs"],
+    )
+    await create_location(
+        admin_client,
+        name="ops-only",
+        address="10.30.0.1/24",
+        allow_all_groups=False,
+        allowed_groups=["ops"],
+    )
+    for name in ("anna", "bob", "carl", "dave", "root"):
+        await add_device(admin_client, name)
+    # Addresses the rules no longer back: dave is deactivated behind the API's
+    # back, and carl gets an address in a location his groups do not open.
+    async with db.transaction() as s:
+        await s.execute(text("""UPDATE "user" SET is_active = false WHERE username = 'dave'"""))
+        await s.execute(
+            text(
+                """
+                INSERT INTO wireguard_network_device (device_id, wireguard_network_id, wireguard_ips)
+                SELECT d.id, l.id, ARRAY['10.20.0.99'::inet]
+                FROM device d JOIN "user" u ON u.id = d.user_id, wireguard_network l
+                WHERE u.username = 'carl' AND l.name = 'devs-only'
+                """
+            )
+        )
+
+    async with db.session() as s:
+        allowed = {tuple(row) for row in (await s.execute(select(allowed_pairs()))).all()}
+        rows = (
+            await s.execute(
+                text(
+                    """
+                    SELECT l.id, d.user_id,
+                           device_admitted(d.id, d.user_id, l.id, false),
+                           EXISTS (SELECT 1 FROM wireguard_network_device w
+                                   WHERE w.device_id = d.id AND w.wireguard_network_id = l.id)
+                    FROM device d CROSS JOIN wireguard_network l
+                    """
+                )
+            )
+        ).all()
+    assert len(rows) == 15
+    assert any(admitted for *_, admitted, _ in rows)
+    assert sum(addressed and not admitted for *_, admitted, addressed in rows) >= 2
+    for location_id, user_id, admitted, addressed in rows:
+        assert admitted == (addressed and (location_id, user_id) in allowed), (
+            location_id,
+            user_id,
+        )

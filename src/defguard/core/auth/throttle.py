@@ -54,12 +54,8 @@ def policy(now: datetime) -> dict[str, Any]:
     return {"max_failures": MAX_FAILURES, "window": WINDOW, "block": BLOCK, "now": now}
 
 
-async def any_blocked(db: AsyncSession, keys: list[str]) -> bool:
-    return bool(await db.scalar(_BLOCKED, {"keys": keys, **policy(utcnow())}))
-
-
 async def is_blocked(db: AsyncSession, key: str) -> bool:
-    return await any_blocked(db, [key])
+    return bool(await db.scalar(_BLOCKED, {"keys": [key], **policy(utcnow())}))
 
 
 async def guard(db: AsyncSession, key: str) -> None:

@@ -127,6 +127,8 @@ def allowed_pairs(
     A union of three joins (admin groups everywhere, allowed groups, and every
     user where `allow_all_groups`) rather than a per-pair EXISTS: the planner
     hash-joins each branch, so the cost grows with rows, not users x locations.
+    The SQL function `device_admitted` (migration 0007) applies the same three
+    rules to one pair, for VPN-client MFA: a change here must change it too.
     """
     gu, ag = group_user, location_allowed_group
 
@@ -165,35 +167,6 @@ def allowed_pairs(
         .where(User.is_active)
         .subquery("allowed")
     )
-
-
-# The rule is the `device_admitted` SQL function (migration 0007_client_requests),
-# which the VPN-client MFA functions call too.
-_DEVICE_ADMITTED = text(
-    "SELECT device_admitted(:device_id, :user_id, :location_id, :network_device)"
-)
-
-
-async def device_admitted(
-    db: AsyncSession, *, device_id: int, user_id: int, location_id: int, network_device: bool
-) -> bool:
-    """One device in one location, now: it holds an address there and, for a user
-    device, its owner is active and admitted by the rules of `allowed_pairs`.
-
-    The same three rules as `allowed_pairs` (admin groups everywhere, the
-    location's allowed groups, every user where `allow_all_groups`) for one
-    pair, kept in SQL so the VPN-client MFA functions apply them at commit.
-    """
-    result = await db.execute(
-        _DEVICE_ADMITTED,
-        {
-            "device_id": device_id,
-            "user_id": user_id,
-            "location_id": location_id,
-            "network_device": network_device,
-        },
-    )
-    return bool(result.scalar_one())
 
 
 async def allowed_device_ids(db: AsyncSession, location_ids: Sequence[int]) -> dict[int, set[int]]:

@@ -25,7 +25,7 @@ request on another Core neither counts it twice nor lets it slip.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from defguard.core.activity.service import describe_agent
@@ -127,15 +127,6 @@ def _locks(call: DirectCall) -> dict[str, Any]:
     }
 
 
-def _policy(now: datetime) -> dict[str, Any]:
-    return {
-        "max_failures": throttle.MAX_FAILURES,
-        "window": throttle.WINDOW,
-        "block": throttle.BLOCK,
-        "now": now,
-    }
-
-
 def _replayed(status: int, body: bytes) -> EdgeResult:
     """The answer a first attempt of this request stored (the Edge retried it)."""
     return EdgeResult(body=bytes(body), status=status)
@@ -185,7 +176,7 @@ async def start(call: DirectCall) -> EdgeResult:
         "location_id": body.location_id if 0 < body.location_id <= _BIGINT_MAX else 0,
         "pubkey": body.pubkey,
         **facts,
-        **_policy(utcnow()),
+        **throttle.policy(utcnow()),
     }
     if facts["method"] == ClientMfaMethod.EMAIL:
         # The code's e-mail is queued in the same transaction as the attempt.
@@ -350,7 +341,7 @@ async def _finish(call: DirectCall, conn: DirectConnection, claims: tokens.MfaCl
             **_locks(call),
             "session_key": service.DEVICE_LOCK_FORMAT % (claims.location_id, device_id),
             "device_key": DEVICE_THROTTLE_FORMAT % device_id,
-            **_policy(utcnow()),
+            **throttle.policy(utcnow()),
             "session_id": session_id,
             "location_id": claims.location_id,
             "device_id": device_id,

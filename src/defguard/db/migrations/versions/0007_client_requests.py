@@ -9,8 +9,9 @@ everything that needs Python (the method, the code, the token) before the
 call and passes it in; the functions keep the rules that must hold at
 commit time.
 
-`device_admitted`, `login_blocked` and `login_failure_add` are the single
-definitions of admission and throttling: Python calls them too.
+`login_blocked` and `login_failure_add` are the one definition of the login
+throttle: the web login calls them too. `device_admitted` is the admission
+rule of `locations.access.allowed_pairs` for one device in one location.
 
 The index on a location's open sessions gains the device: looking up one
 device's open session through an index on the location alone read every
