@@ -465,7 +465,9 @@ class Gateway:
         assert self.proc is not None
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(20)
+            # The Gateway bounds its shutdown steps at a few seconds each; the kernel can
+            # take long to delete an interface just after traffic went through it.
+            return self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -21,10 +21,10 @@ Gateway adopts the interface.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -45,6 +45,7 @@ log = get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SHUTDOWN_GRACE = 2.0
+STEP_LIMIT = 5.0
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -91,6 +92,18 @@ async def prepare_interface(backend: WireGuardBackend, settings: GatewaySettings
     return GatewayState()
 
 
+async def within(seconds: float, step: str, awaitable: Awaitable[object]) -> bool:
+    """Await one shutdown step for at most `seconds`; whether it finished."""
+    try:
+        async with asyncio.timeout(seconds):
+            await awaitable
+    except TimeoutError:
+        log.warning("shutdown step timed out", step=step, seconds=seconds)
+        return False
+    log.debug("shutdown step done", step=step)
+    return True
+
+
 async def teardown(
     backend: WireGuardBackend, firewall: Firewall, settings: GatewaySettings
 ) -> None:
@@ -99,6 +112,8 @@ async def teardown(
         await backend.remove()
     except WireGuardError as exc:
         log.error("removing the interface failed", error=str(exc))
+    else:
+        log.debug("interface removed", interface=backend.ifname)
     try:
         await firewall.remove()
     except FirewallError as exc:
@@ -185,19 +200,24 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event | None = None) ->
         log.info("gateway stopping")
     finally:
         # Also on a failed start: an interface this run created is not left behind.
-        await server.stop(SHUTDOWN_GRACE)
+        # The steps before teardown are bounded: a stuck one must not keep the interface up.
+        await within(SHUTDOWN_GRACE + STEP_LIMIT, "grpc server", server.stop(SHUTDOWN_GRACE))
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await within(STEP_LIMIT, "background tasks", asyncio.gather(*tasks, return_exceptions=True))
         if health is not None:
-            await health.stop()
-        async with sync.lock:
+            await within(STEP_LIMIT, "health endpoint", health.stop())
+        # Wait for a state being applied to finish, so teardown does not race it.
+        locked = await within(STEP_LIMIT, "state in progress", sync.lock.acquire())
+        try:
             if settings.keep_interface:
                 log.info("keeping the interface and firewall", interface=ifname)
             else:
+                # Not bounded here: its hooks and commands each have their own time limit.
                 await teardown(backend, firewall, settings)
+        finally:
+            if locked:
+                sync.lock.release()
         await backend.close()
     log.info("gateway stopped")
 
