@@ -20,6 +20,7 @@ from sqlalchemy import func, select, text, update
 from defguard.config import CoreSettings
 from defguard.core.activity.models import ActivityLogEvent
 from defguard.core.auth.mfa import TOTP_INTERVAL, new_totp_secret, totp_secret_base32
+from defguard.core.devices.models import Device
 from defguard.core.edge_requests.handlers import dispatch
 from defguard.core.gateways.models import PeerChange
 from defguard.core.groups.models import Group
@@ -27,6 +28,7 @@ from defguard.core.links.state import desired_peers, location_update
 from defguard.core.locations.models import Location
 from defguard.core.settings.service import get_settings_row
 from defguard.core.users.models import User
+from defguard.core.vpn_sessions import edge as client_mfa
 from defguard.core.vpn_sessions import tokens
 from defguard.core.vpn_sessions.models import VpnClientSession
 from defguard.db.engine import Database
@@ -500,6 +502,43 @@ async def test_finish_errors(db, setup):
     assert await peers(db, lid) == {}
     status, done = await finish(db, token, totp_code(secret))
     assert status == 200, done
+
+
+@pytest.mark.parametrize("finishing_core", ["same", "other"])
+async def test_finish_rechecks_what_changed_since_start(db, setup, finishing_core):
+    """The Core that served `start` keeps the attempt and skips reading it again at
+    `finish`; any other Core reads it. Either way a change since `start` counts."""
+    lid, key, secret = setup["location"], setup["key"], setup["secret"]
+    finisher = db if finishing_core == "same" else Database(db.url)
+    try:
+        # The device got a new key: the token, bound to the old one, is void.
+        _, body = await start(db, lid, key)
+        assert body["token"] in client_mfa._opened[db]
+        async with db.transaction() as s:
+            await s.execute(
+                update(Device).where(Device.wireguard_pubkey == key).values(wireguard_pubkey="bmV3")
+            )
+        status, err = await finish(finisher, body["token"], totp_code(secret))
+        assert (status, err) == (400, {"error": "login session not found"})
+        # Kept for one `finish` only (of the Core that kept it).
+        assert (body["token"] in client_mfa._opened[db]) is (finishing_core == "other")
+
+        # The location stopped asking for MFA.
+        _, body = await start(db, lid, "bmV3")
+        await _set_mode(db, lid, "disabled")
+        status, err = await finish(finisher, body["token"], totp_code(secret))
+        assert (status, err) == (400, {"error": "MFA not enabled for location"})
+    finally:
+        if finisher is not db:
+            await finisher.dispose()
+    assert await events(db, "vpn_client_mfa_failed") == []
+    async with db.session() as s:
+        active = await s.scalar(
+            select(func.count())
+            .select_from(VpnClientSession)
+            .where(VpnClientSession.authorized_at.is_not(None))
+        )
+    assert active == 0
 
 
 async def test_finish_after_losing_access_is_401(admin_client, db, setup):

@@ -214,3 +214,19 @@ def test_instance_info_urls_end_with_a_slash() -> None:
 )
 def test_parse_version(text: str | None, expected: object) -> None:
     assert configs.parse_version(text) == expected
+
+
+async def test_direct_statements_use_indexes_planned_on_empty_tables(db):
+    """Plans on the direct connections are cached for the connection's life. One made
+    while a table was empty must still find rows by index when the table has grown."""
+    async with db.session() as s:
+        await s.execute(text("ANALYZE vpn_client_session"))
+        await s.commit()
+    async with db.direct.connection() as conn:
+        rows = await conn.fetchall(
+            "EXPLAIN SELECT id FROM vpn_client_session"
+            " WHERE location_id = %s AND device_id = %s AND ended_at IS NULL",
+            (1, 1),
+        )
+    plan = "\n".join(row[0] for row in rows)
+    assert "Index" in plan and "Seq Scan" not in plan, plan

@@ -69,6 +69,11 @@ class DirectPool:
                 "prepare_threshold": _PREPARE_THRESHOLD,
                 # How these connections show in pg_stat_activity.
                 "application_name": "defguard-direct",
+                # Every statement here finds rows by key, and its plan is kept for
+                # the connection's life: a plan made while a table was empty (a new
+                # install, sessions at night) must not stay a sequential scan once
+                # the table holds thousands of rows.
+                "options": "-c enable_seqscan=off",
             },
             # Within the Edge's deadline for an answer.
             timeout=_CHECKOUT_TIMEOUT,

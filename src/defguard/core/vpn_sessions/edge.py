@@ -15,7 +15,11 @@ checks in the order of their answers; Python signs the token from what it
 returns (a retried request gets the same session and so the same token).
 `finish` needs the user's secret to check the code in Python: one statement
 reads it with everything else, then `client_mfa_authorize` re-checks what may
-have changed since and writes.
+have changed since and writes. A Core keeps what `start` returned for a TOTP
+attempt, so when the same Core gets the attempt's first `finish` (always,
+with one Core) the read is skipped and `finish` is one round trip too; since
+the function re-checks everything the read would have established, the two
+paths answer alike.
 
 Wrong codes are counted per device and per client address with the login
 throttle, and the count commits with the stored 401, so a retry of the same
@@ -25,6 +29,9 @@ request on another Core neither counts it twice nor lets it slip.
 from __future__ import annotations
 
 import enum
+import time
+import weakref
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -88,6 +95,7 @@ NOT_AVAILABLE = "selected MFA method not available"
 UNAUTHORIZED = "unauthorized"
 TOO_MANY = "too many attempts"
 SESSION_NOT_FOUND = "login session not found"
+MFA_DISABLED = "MFA not enabled for location"
 _UNAUTHORIZED_BODY = error_body(UNAUTHORIZED)
 
 
@@ -136,7 +144,7 @@ def _replayed(status: int, body: bytes) -> EdgeResult:
 
 _OPEN = """
 SELECT outcome, session_id, issued_at, secret_key, location_name, email, first_name,
-       email_secret, code_timeout
+       email_secret, code_timeout, device_id, user_id, device_name, network_device, totp_secret
 FROM client_mfa_open(
     p_request_lock => %(request_lock)s::integer, p_request_id => %(request_id)s::text,
     p_session_lock => %(session_lock)s::integer,
@@ -153,7 +161,7 @@ FROM client_mfa_open(
 
 _START_REFUSALS = {
     "no_location": (400, "location not found"),
-    "mfa_disabled": (400, "MFA not enabled for location"),
+    "mfa_disabled": (400, MFA_DISABLED),
     "no_device": (400, "device not found"),
     "no_user": (400, "user not found"),
     "invalid_method": (400, "invalid MFA method selected"),
@@ -194,22 +202,91 @@ async def start(call: DirectCall) -> EdgeResult:
                         "purpose": f"connecting to VPN location {row.location_name}",
                     },
                 )
-        outcome, session_id, issued_at, secret_key = row[:4]
     else:
         async with call.database.direct.connection() as direct:
-            outcome, session_id, issued_at, secret_key, *_ = await _fetch(direct, _OPEN, params)
+            row = await _fetch(direct, _OPEN, params)
+    outcome, session_id, issued_at, secret_key, location_name, *_ = row
+    device_id, user_id, device_name, network_device, totp_secret = row[9:]
     if outcome not in ("ok", "replayed"):
         status, message = _START_REFUSALS[outcome]
         raise EdgeError(status, message)
     # A replay signs the same claims at the same time: the same token again.
+    issued_at = issued_at.replace(tzinfo=UTC)
     token = tokens.issue(
         secret_key,
         tokens.MfaClaims(
             session_id=session_id, location_id=params["location_id"], pubkey=body.pubkey
         ),
-        now=issued_at.replace(tzinfo=UTC),
+        now=issued_at,
     )
+    if outcome == "ok" and facts["method"] == ClientMfaMethod.TOTP:
+        _remember(
+            call.database,
+            token,
+            issued_at.timestamp() + tokens.TOKEN_LIFETIME.total_seconds(),
+            Attempt(
+                session_id=session_id,
+                location_id=params["location_id"],
+                pubkey=body.pubkey,
+                method=ClientMfaMethod.TOTP,
+                device_id=device_id,
+                user_id=user_id,
+                device_name=device_name,
+                network_device=network_device,
+                location_name=location_name,
+                enabled=True,
+                secret=totp_secret,
+                code_timeout=row[8],
+            ),
+        )
     return EdgeResult(body={"token": token, "challenge": None})
+
+
+# -- what a Core keeps between start and finish ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A pending attempt as `finish` checks it: the session, the device, and the
+    owner's secret for the attempt's method."""
+
+    session_id: int
+    location_id: int
+    pubkey: str
+    method: int
+    device_id: int
+    user_id: int
+    device_name: str
+    network_device: bool
+    location_name: str
+    enabled: bool
+    secret: bytes | None
+    code_timeout: int
+
+
+# Per Core (per `Database`): the TOTP attempts it opened, by token. Bounded, oldest
+# first out; an attempt not found here is read from the database instead.
+_KEPT_ATTEMPTS = 20_000
+_opened: weakref.WeakKeyDictionary[Database, dict[str, tuple[float, Attempt]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _remember(database: Database, token: str, expires: float, attempt: Attempt) -> None:
+    kept = _opened.setdefault(database, {})
+    if len(kept) >= _KEPT_ATTEMPTS:
+        del kept[next(iter(kept))]
+    kept[token] = (expires, attempt)
+
+
+def _recall(database: Database, token: str) -> Attempt | None:
+    """The attempt this Core issued exactly this token for, once: a second `finish`
+    of the same token (after a wrong code) reads afresh."""
+    kept = _opened.get(database)
+    entry = kept.pop(token, None) if kept is not None else None
+    if entry is None or entry[0] <= time.time():
+        return None
+    return entry[1]
 
 
 # -- finish --------------------------------------------------------------------------
@@ -242,7 +319,7 @@ SELECT outcome, stored_status, stored_body FROM client_mfa_authorize(
     p_address_key => %(address_key)s::text,
     p_session_id => %(session_id)s::bigint, p_location_id => %(location_id)s::bigint,
     p_device_id => %(device_id)s::bigint, p_user_id => %(user_id)s::bigint,
-    p_network_device => %(network_device)s::boolean, p_method => %(method)s::smallint,
+    p_pubkey => %(pubkey)s::text, p_network_device => %(network_device)s::boolean, p_method => %(method)s::smallint,
     p_correct => %(correct)s::boolean, p_secret => %(secret)s::bytea,
     p_totp_step => %(totp_step)s::bigint, p_psk => %(psk)s::text,
     p_ok_body => %(ok_body)s::bytea, p_fail_body => %(fail_body)s::bytea,
@@ -258,15 +335,25 @@ SELECT outcome, stored_status, stored_body FROM client_mfa_authorize(
 @direct_handler("client_mfa.finish")
 async def finish(call: DirectCall) -> EdgeResult:
     body: routes.ClientMfaFinish = call.body
+    kept = _recall(call.database, body.token)
+    if kept is not None and body.code:
+        async with call.database.direct.connection() as conn:
+            return await _authorize(call, conn, kept, body.code)
     try:
         claims = tokens.peek(body.token)
     except tokens.InvalidToken:
         raise _bad("invalid token") from None
     async with call.database.direct.connection() as conn:
-        return await _finish(call, conn, claims)
+        attempt = await _read(call, conn, claims)
+        if isinstance(attempt, EdgeResult):
+            return attempt
+        return await _authorize(call, conn, attempt, body.code)
 
 
-async def _finish(call: DirectCall, conn: DirectConnection, claims: tokens.MfaClaims) -> EdgeResult:
+async def _read(
+    call: DirectCall, conn: DirectConnection, claims: tokens.MfaClaims
+) -> Attempt | EdgeResult:
+    """The attempt the token names, checked; or the stored answer of a retried request."""
     body: routes.ClientMfaFinish = call.body
     row = await conn.fetchone(
         _FINISH_READ,
@@ -313,43 +400,62 @@ async def _finish(call: DirectCall, conn: DirectConnection, claims: tokens.MfaCl
         raise _bad(SESSION_NOT_FOUND)
     if LocationMfaMode(mode) is LocationMfaMode.DISABLED:
         # Turned off since `start`: the device is a plain peer now.
-        raise _bad("MFA not enabled for location")
+        raise _bad(MFA_DISABLED)
     if method not in (ClientMfaMethod.TOTP, ClientMfaMethod.EMAIL):
         raise _bad(NOT_AVAILABLE)
-    if not body.code:
-        raise _bad(
-            "TOTP code not provided"
-            if method == ClientMfaMethod.TOTP
-            else "email MFA code not provided"
-        )
-    code = body.code.strip()
+    totp = method == ClientMfaMethod.TOTP
+    return Attempt(
+        session_id=session_id,
+        location_id=claims.location_id,
+        pubkey=claims.pubkey,
+        method=method,
+        device_id=device_id,
+        user_id=user_id,
+        device_name=device_name,
+        network_device=DeviceType(device_type) is DeviceType.NETWORK,
+        location_name=location_name,
+        enabled=bool(totp_enabled if totp else email_mfa_enabled),
+        secret=totp_secret if totp else email_mfa_secret,
+        code_timeout=code_timeout,
+    )
+
+
+async def _authorize(
+    call: DirectCall, conn: DirectConnection, attempt: Attempt, code: str | None
+) -> EdgeResult:
+    """Check the code against the attempt's secret; `client_mfa_authorize` re-checks
+    the rest under its locks and writes."""
+    totp = attempt.method == ClientMfaMethod.TOTP
+    if not code:
+        raise _bad("TOTP code not provided" if totp else "email MFA code not provided")
+    code = code.strip()
     totp_step: int | None = None
-    if method == ClientMfaMethod.TOTP:
-        secret = totp_secret
-        correct = bool(totp_enabled) and verify_totp(totp_secret, code)
+    if totp:
+        correct = attempt.enabled and verify_totp(attempt.secret, code)
         totp_step = current_totp_step()
     else:
-        secret = email_mfa_secret
-        correct = bool(email_mfa_enabled) and verify_email_code(
-            email_mfa_secret, code, interval=code_timeout
+        correct = attempt.enabled and verify_email_code(
+            attempt.secret, code, interval=attempt.code_timeout
         )
     psk = service.new_preshared_key()
+    name, location = attempt.device_name, attempt.location_name
     outcome, status, stored = await _fetch(
         conn,
         _AUTHORIZE,
         {
             **_locks(call),
-            "session_key": service.DEVICE_LOCK_FORMAT % (claims.location_id, device_id),
-            "device_key": DEVICE_THROTTLE_FORMAT % device_id,
+            "session_key": service.DEVICE_LOCK_FORMAT % (attempt.location_id, attempt.device_id),
+            "device_key": DEVICE_THROTTLE_FORMAT % attempt.device_id,
             **throttle.policy(utcnow()),
-            "session_id": session_id,
-            "location_id": claims.location_id,
-            "device_id": device_id,
-            "user_id": user_id,
-            "network_device": DeviceType(device_type) is DeviceType.NETWORK,
-            "method": method,
+            "session_id": attempt.session_id,
+            "location_id": attempt.location_id,
+            "device_id": attempt.device_id,
+            "user_id": attempt.user_id,
+            "pubkey": attempt.pubkey,
+            "network_device": attempt.network_device,
+            "method": attempt.method,
             "correct": correct,
-            "secret": secret,
+            "secret": attempt.secret,
             "totp_step": totp_step,
             "psk": psk,
             "ok_body": encode({"preshared_key": psk, "token": None}),
@@ -357,9 +463,9 @@ async def _finish(call: DirectCall, conn: DirectConnection, claims: tokens.MfaCl
             "keep": throttle.KEEP,
             "event_ip": call.client_ip or None,
             "event_agent": describe_agent(call.user_agent),
-            "location_name": location_name,
-            "ok_text": f"Passed MFA for device {device_name} in VPN location {location_name}",
-            "fail_text": f"Failed MFA for device {device_name} in VPN location {location_name}",
+            "location_name": location,
+            "ok_text": f"Passed MFA for device {name} in VPN location {location}",
+            "fail_text": f"Failed MFA for device {name} in VPN location {location}",
             "replaced": service.ENDED_REPLACED,
         },
     )
@@ -369,9 +475,11 @@ async def _finish(call: DirectCall, conn: DirectConnection, claims: tokens.MfaCl
         raise EdgeError(429, TOO_MANY)
     if outcome == "gone":
         raise _bad(SESSION_NOT_FOUND)
+    if outcome == "mfa_disabled":
+        raise _bad(MFA_DISABLED)
     if outcome in ("denied", "wrong"):
         raise EdgeError(401, UNAUTHORIZED)
-    location_id = claims.location_id
+    location_id = attempt.location_id
 
     async def publish(database: Database) -> None:
         await publish_committed(database, [location_id])
