@@ -8,6 +8,7 @@ push, request dispatch, retries answered from stored results).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import socket
@@ -375,3 +376,73 @@ async def test_core_verifies_the_edge_with_its_ca(db: Database, tmp_path) -> Non
             assert (await edge.http.get("/info")).json()["server_state"] == "setup"
         async with core_links(db, proxy_grpc_ca=certs["ca"]):
             await wait_until(lambda: provisioned(edge))
+
+
+async def test_mfa_finish_goes_to_the_core_that_served_its_start(
+    admin_client, db: Database, counting_handler
+) -> None:  # type: ignore[no-untyped-def]
+    """The Core that served `start` keeps the attempt in memory, so the Edge sends the
+    `finish` there, even while another Core has fewer requests in flight."""
+    from tests.conftest import make_user
+    from tests.integration.test_client_mfa import (
+        enable_totp,
+        jdoe_device,
+        mfa_location,
+        totp_code,
+    )
+
+    location = await mfa_location(admin_client)
+    await make_user(db, "jdoe")
+    secret = await enable_totp(db, "jdoe")
+    device = await jdoe_device(admin_client, db)
+    async with running_edge() as edge:
+        await add_proxy(db, edge.grpc_port)
+        second_db = Database(db.url)
+        try:
+            async with core_links(db) as first, core_links(second_db) as second:
+                await wait_until(lambda: provisioned(edge))
+
+                async def both() -> bool:
+                    return all(link.connected for link in first.edge_links.values()) and all(
+                        link.connected for link in second.edge_links.values()
+                    )
+
+                await wait_until(both)
+
+                def served() -> list[int]:
+                    return [
+                        sum(link.served for link in m.edge_links.values()) for m in (first, second)
+                    ]
+
+                before = served()
+                started = await edge.http.post(
+                    "/client-mfa/start",
+                    json={
+                        "location_id": location["id"],
+                        "pubkey": device["wireguard_pubkey"],
+                        "method": 0,
+                    },
+                )
+                assert started.status_code == 200, started.text
+                after_start = served()
+                [starter] = [i for i in (0, 1) if after_start[i] > before[i]]
+                # The starting Core gets a slow request; by load alone the next
+                # request would now go to the other one.
+                slow = asyncio.create_task(edge.http.post("/poll", json={"token": "slow"}))
+                starter_links = (first, second)[starter]
+                await wait_until(lambda: _some(_in_flight(starter_links)))
+                finished = await edge.http.post(
+                    "/client-mfa/finish",
+                    json={"token": started.json()["token"], "code": totp_code(secret)},
+                )
+                assert finished.status_code == 200, finished.text
+                assert len(base64.b64decode(finished.json()["preshared_key"])) == 32
+                after_finish = served()
+                assert after_finish[1 - starter] == after_start[1 - starter]
+                assert (await slow).status_code == 200
+        finally:
+            await second_db.dispose()
+
+
+async def _some(items: list[object]) -> bool:
+    return bool(items)

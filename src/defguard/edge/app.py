@@ -253,7 +253,7 @@ class EdgeApi:
         except (ValueError, UnicodeDecodeError) as exc:
             return _text(400, f"Failed to parse the request body as JSON: {exc}")
         try:
-            route.body.model_validate(data)
+            parsed = route.body.model_validate(data)
         except ValidationError as exc:
             return _text(422, _validation_text(exc))
         metadata: dict[str, str] = {}
@@ -277,6 +277,7 @@ class EdgeApi:
                 metadata=metadata,
                 within=self.settings.core_timeout_seconds,
                 sender=self.sender,
+                affinity=getattr(parsed, route.affinity_field) if route.affinity_field else None,
             )
         except NoCoreConnected:
             return _json_error(503, "Defguard Core is not connected")

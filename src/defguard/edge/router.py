@@ -9,6 +9,12 @@ from that record instead of acting twice, and one that had not is run anew.
 
 Only a request that finds no Core connected at all fails at once (503). A
 retry may wait for a Core to (re)connect until the request's deadline.
+
+A Core may tie a value to itself in an answer (`META_AFFINITY`: the token of
+a client-MFA attempt it keeps in memory); the next request carrying that
+value goes to that Core if it is still connected, so any number of Cores
+keep the one-round-trip `finish`. The Edge remembers a bounded number of
+such values, each for one request.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from defguard.edge import routes
 from defguard.proto import edge_pb2
 
 log = structlog.get_logger("defguard.edge")
 
 _ids = itertools.count(1)
+# As many as a Core keeps attempts (`core.vpn_sessions.edge`).
+_AFFINITIES = 20_000
 
 
 class NoCoreConnected(Exception):
@@ -93,6 +102,7 @@ class CoreRouter:
         self.values: dict[str, str] = {}
         self._changed = asyncio.Event()
         self.retries = 0
+        self._affinity: dict[str, int] = {}
 
     # -- registry ------------------------------------------------------------------
 
@@ -120,7 +130,10 @@ class CoreRouter:
         self.values = dict(settings.values)
         self.core_version = connection.version or self.core_version
 
-    def _pick(self, avoid: set[int]) -> CoreConnection | None:
+    def _pick(self, avoid: set[int], prefer: int | None = None) -> CoreConnection | None:
+        preferred = self.connections.get(prefer) if prefer is not None else None
+        if preferred is not None and not preferred.closed and prefer not in avoid:
+            return preferred
         live = [c for c in self.connections.values() if not c.closed]
         fresh = [c for c in live if c.link_id not in avoid]
         candidates = fresh or live
@@ -150,6 +163,7 @@ class CoreRouter:
         metadata: Mapping[str, str],
         within: float,
         sender: object,
+        affinity: str | None = None,
     ) -> edge_pb2.CoreResponse:
         request = edge_pb2.EdgeToCore(
             sender=sender,  # type: ignore[arg-type]
@@ -165,8 +179,9 @@ class CoreRouter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         tried: set[int] = set()
+        prefer = self._affinity.pop(affinity, None) if affinity else None
         while True:
-            connection = self._pick(tried)
+            connection = self._pick(tried, prefer)
             if connection is None:
                 if not tried:
                     raise NoCoreConnected()
@@ -176,7 +191,7 @@ class CoreRouter:
                 continue
             future = connection.submit(request)
             try:
-                return await asyncio.wait_for(future, max(deadline - loop.time(), 0.001))
+                response = await asyncio.wait_for(future, max(deadline - loop.time(), 0.001))
             except CoreGone:
                 tried.add(connection.link_id)
                 self.retries += 1
@@ -186,6 +201,16 @@ class CoreRouter:
                     request_id=request.request.request_id,
                     operation=method,
                 )
+                continue
             except TimeoutError:
                 connection.pending.pop(request.request.request_id, None)
                 raise CoreTimeout() from None
+            tied = response.metadata.get(routes.META_AFFINITY)
+            if tied:
+                self._tie(tied, connection.link_id)
+            return response
+
+    def _tie(self, value: str, link_id: int) -> None:
+        if len(self._affinity) >= _AFFINITIES:
+            del self._affinity[next(iter(self._affinity))]
+        self._affinity[value] = link_id

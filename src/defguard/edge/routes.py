@@ -94,6 +94,9 @@ class Route:
     body: type[Body]
     cookie: str | None = None
     cookie_path: str | None = None
+    # The body field whose value an earlier answer may have tied to one Core
+    # (`META_AFFINITY`); the request then goes to that Core while it is connected.
+    affinity_field: str | None = None
 
 
 ROUTES: tuple[Route, ...] = (
@@ -123,7 +126,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/password-reset/start", "password_reset.start", TokenBody, PASSWORD_RESET_COOKIE),
     Route("/password-reset/reset", "password_reset.reset", PasswordReset, PASSWORD_RESET_COOKIE),
     Route("/client-mfa/start", "client_mfa.start", ClientMfaStart),
-    Route("/client-mfa/finish", "client_mfa.finish", ClientMfaFinish),
+    Route("/client-mfa/finish", "client_mfa.finish", ClientMfaFinish, affinity_field="token"),
     Route("/poll", "poll", TokenBody),
     Route("/openid/auth_info", "openid.auth_info", OpenIdAuthInfo),
     Route("/openid/callback", "openid.callback", OpenIdCallback),
@@ -145,3 +148,7 @@ META_SET_SESSION = "set_session"  # Core → Edge: token to put in the route's c
 META_SESSION_EXPIRES = "session_expires"  # Core → Edge: Unix seconds, the cookie's Expires
 META_CLEAR_SESSION = "clear_session"  # Core → Edge: "1" clears the route's cookie
 META_CORE_VERSION = "core_version"  # Core → Edge
+# Core → Edge: a value (a client-MFA token) this Core keeps facts about; a later
+# request carrying it in its route's `affinity_field` is best sent to this Core.
+# Only a preference: any Core answers it correctly.
+META_AFFINITY = "affinity"

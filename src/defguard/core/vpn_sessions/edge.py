@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
@@ -239,6 +239,10 @@ async def start(call: DirectCall) -> EdgeResult:
                 code_timeout=row[8],
             ),
         )
+        # The Edge sends this token's `finish` here while this Core is connected.
+        return EdgeResult(
+            body={"token": token, "challenge": None}, metadata={routes.META_AFFINITY: token}
+        )
     return EdgeResult(body={"token": token, "challenge": None})
 
 
@@ -260,7 +264,7 @@ class Attempt:
     network_device: bool
     location_name: str
     enabled: bool
-    secret: bytes | None
+    secret: bytes | None = field(repr=False)  # never in a log line or traceback
     code_timeout: int
 
 
