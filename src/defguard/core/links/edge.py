@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -21,12 +20,12 @@ from defguard import __version__
 from defguard.config import CoreSettings
 from defguard.core.edge_requests.handlers import dispatch
 from defguard.core.links import records
-from defguard.core.links.gateway import (
+from defguard.core.links.link import (
     HELLO_TIMEOUT,
     IncompatibleVersion,
+    Link,
     LinkClosed,
     cancel_and_wait,
-    run_with_retries,
 )
 from defguard.core.links.protocol import (
     INCOMPATIBLE_VERSION,
@@ -38,8 +37,6 @@ from defguard.core.links.protocol import (
 from defguard.core.settings.service import get_settings_row
 from defguard.db.engine import Database
 from defguard.proto import common_pb2, edge_pb2, edge_pb2_grpc
-
-log = structlog.get_logger("defguard.core.links")
 
 # Requests one link serves at once; the rest wait in the link's stream.
 MAX_CONCURRENT_REQUESTS = 24
@@ -76,53 +73,25 @@ class EdgeTarget:
         return self.address, self.port
 
 
-class EdgeLink:
+class EdgeLink(Link):
+    kind = "proxy"
+    records = records.proxies
+
     def __init__(
         self, target: EdgeTarget, *, db: Database, settings: CoreSettings, core_id: str
     ) -> None:
-        self.target = target
-        self.db = db
-        self.settings = settings
-        self.core_id = core_id
-        self.connected = False
+        super().__init__(target, db=db, settings=settings, core_id=core_id)
+        self.target: EdgeTarget = target
         self.served = 0
-        self._task: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._requests: set[asyncio.Task[None]] = set()
         self._answers: asyncio.Queue[edge_pb2.CoreResponse] = asyncio.Queue()
 
-    @property
-    def log(self) -> Any:
-        return log.bind(
-            proxy=self.target.name,
-            proxy_id=self.target.id,
-            address=f"{self.target.address}:{self.target.port}",
-        )
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"edge-link-{self.target.id}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
-
-    async def _run(self) -> None:
-        await run_with_retries(
-            "proxy", self.log, self.settings.link_retry_seconds, self._session, self._closed
-        )
-
     async def _closed(self) -> None:
         requests, self._requests = list(self._requests), set()
         await asyncio.gather(*(cancel_and_wait(task) for task in requests))
-        if self.connected:
-            self.connected = False
-            self.log.info("proxy disconnected")
-            try:
-                await records.proxies.disconnected(self.db, self.target.id, self.core_id)
-            except Exception:
-                self.log.exception("could not record the proxy's disconnection")
+        await super()._closed()
 
     async def _session(self) -> None:
         channel = open_channel(
@@ -173,9 +142,7 @@ class EdgeLink:
             )
             raise IncompatibleVersion(f"core {__version__}, edge {version}")
         await self._send(call, settings=await self._edge_settings())
-        await records.proxies.connected(self.db, self.target.id, self.core_id, version)
-        self.connected = True
-        self.log.info("proxy connected", version=version)
+        await self._connected(version)
         self._answers = asyncio.Queue()
         writer = asyncio.create_task(self._write_answers(call), name="edge-answers")
         try:

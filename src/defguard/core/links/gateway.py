@@ -9,42 +9,31 @@ Only this task writes to the stream, which keeps messages in revision order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import structlog
 
 from defguard import __version__
 from defguard.config import CoreSettings
 from defguard.core.gateways.stats import store_stats_batch
 from defguard.core.links import records
+from defguard.core.links.link import (
+    HELLO_TIMEOUT,
+    IncompatibleVersion,
+    Link,
+    LinkClosed,
+    cancel_and_wait,
+)
 from defguard.core.links.protocol import INCOMPATIBLE_VERSION, compatible, open_channel, sender
 from defguard.core.links.state import location_state, location_update
 from defguard.db.engine import Database
 from defguard.proto import common_pb2, gateway_pb2_grpc
 from defguard.proto import gateway_pb2 as pb
 
-log = structlog.get_logger("defguard.core.links")
-
-HELLO_TIMEOUT = 10.0
 # Past this many missed revisions one full state is cheaper than the diffs
 # (and the change log of very old revisions may have been purged).
 MAX_DIFFS = 16
-# An incompatible gateway will not change by itself; ask less often.
-INCOMPATIBLE_BACKOFF = 6
-
-
-async def cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel a task and wait for it to finish.
-
-    `asyncio.wait` rather than awaiting the task under `suppress(CancelledError)`:
-    the latter would also swallow a cancellation of the *caller*, which then
-    keeps running after it was told to stop.
-    """
-    task.cancel()
-    await asyncio.wait([task])
 
 
 @dataclass(frozen=True)
@@ -63,48 +52,6 @@ class GatewayTarget:
         return self.location_id, self.address, self.port
 
 
-class LinkClosed(Exception):
-    """The gateway ended the stream or broke the protocol; reconnect after the usual delay."""
-
-
-class IncompatibleVersion(Exception):
-    """One side cannot talk to the other; retry, but rarely."""
-
-
-async def run_with_retries(
-    what: str,
-    logger: Any,
-    retry: float,
-    session: Callable[[], Awaitable[None]],
-    closed: Callable[[], Awaitable[None]],
-) -> None:
-    """A link's life: connect, converse until it breaks, clean up, wait, again; forever.
-
-    Shared by gateway and Edge links so both log each attempt the same way
-    (`Connecting to gateway` / `Connecting to proxy`) and back off the same
-    way from a peer whose version will not change by itself.
-    """
-    while True:
-        logger.info(f"Connecting to {what}")
-        delay = retry
-        try:
-            await session()
-        except asyncio.CancelledError:
-            raise
-        except IncompatibleVersion as exc:
-            logger.error(f"{what} version is incompatible", reason=str(exc))
-            delay = retry * INCOMPATIBLE_BACKOFF
-        except grpc.aio.AioRpcError as exc:
-            logger.warning(f"{what} link failed", code=exc.code().name, details=exc.details())
-        except (LinkClosed, TimeoutError) as exc:
-            logger.warning(f"{what} link closed", reason=str(exc) or type(exc).__name__)
-        except Exception:
-            logger.exception(f"{what} link failed")
-        finally:
-            await closed()
-        await asyncio.sleep(delay)
-
-
 @dataclass(frozen=True)
 class _Revision:
     revision: int
@@ -120,35 +67,18 @@ class _Ended:
     error: BaseException | None
 
 
-class GatewayLink:
+class GatewayLink(Link):
+    kind = "gateway"
+    records = records.gateways
+
     def __init__(
         self, target: GatewayTarget, *, db: Database, settings: CoreSettings, core_id: str
     ) -> None:
-        self.target = target
-        self.db = db
-        self.settings = settings
-        self.core_id = core_id
-        self.connected = False
+        super().__init__(target, db=db, settings=settings, core_id=core_id)
+        self.target: GatewayTarget = target
         self.sent_revision = -1
         self._events: asyncio.Queue[_Revision | _Incoming | _Ended] = asyncio.Queue()
         self._accepting = False
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def log(self) -> Any:
-        return log.bind(
-            gateway=self.target.name,
-            gateway_id=self.target.id,
-            address=f"{self.target.address}:{self.target.port}",
-        )
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"gateway-link-{self.target.id}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
 
     def revision_committed(self, revision: int) -> None:
         """A revision of this link's location committed; push it once the link is up."""
@@ -157,21 +87,10 @@ class GatewayLink:
 
     # -- connection loop ----------------------------------------------------------
 
-    async def _run(self) -> None:
-        await run_with_retries(
-            "gateway", self.log, self.settings.link_retry_seconds, self._session, self._closed
-        )
-
     async def _closed(self) -> None:
         self._accepting = False
         self._events = asyncio.Queue()
-        if self.connected:
-            self.connected = False
-            self.log.info("gateway disconnected")
-            try:
-                await records.gateways.disconnected(self.db, self.target.id, self.core_id)
-            except Exception:
-                self.log.exception("could not record the gateway's disconnection")
+        await super()._closed()
 
     async def _session(self) -> None:
         channel = open_channel(
@@ -217,11 +136,7 @@ class GatewayLink:
         # Accept revision notices before reading the state: one committed while
         # the state is being read is then queued (and skipped if already in it).
         self._accepting = True
-        await records.gateways.connected(self.db, self.target.id, self.core_id, version)
-        self.connected = True
-        self.log.info(
-            "gateway connected", version=version, applied_revision=hello.hello.applied_revision
-        )
+        await self._connected(version, applied_revision=hello.hello.applied_revision)
         await self._send_full_state(call)
         reader = asyncio.create_task(self._read(call), name=f"gateway-read-{self.target.id}")
         try:

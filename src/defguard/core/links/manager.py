@@ -25,7 +25,8 @@ from defguard.core.gateways.models import Gateway
 from defguard.core.jobs import libpq_uri
 from defguard.core.links import records
 from defguard.core.links.edge import EdgeLink, EdgeTarget
-from defguard.core.links.gateway import GatewayLink, GatewayTarget, cancel_and_wait
+from defguard.core.links.gateway import GatewayLink, GatewayTarget
+from defguard.core.links.link import cancel_and_wait
 from defguard.core.locations.access import sweep_pending
 from defguard.core.locations.models import Location
 from defguard.core.proxies.models import Proxy

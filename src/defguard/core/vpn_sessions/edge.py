@@ -140,6 +140,53 @@ def _replayed(status: int, body: bytes) -> EdgeResult:
     return EdgeResult(body=bytes(body), status=status)
 
 
+# -- what a Core keeps between start and finish ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A pending attempt as `finish` checks it: the session, the device, and the
+    owner's secret for the attempt's method."""
+
+    session_id: int
+    location_id: int
+    pubkey: str
+    method: int
+    device_id: int
+    user_id: int
+    device_name: str
+    network_device: bool
+    location_name: str
+    enabled: bool
+    secret: bytes | None = field(repr=False)  # never in a log line or traceback
+    code_timeout: int
+
+
+# Per Core (per `Database`): the TOTP attempts it opened, by token. Bounded, oldest
+# first out; an attempt not found here is read from the database instead.
+_KEPT_ATTEMPTS = 20_000
+_opened: weakref.WeakKeyDictionary[Database, dict[str, tuple[float, Attempt]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _remember(database: Database, token: str, expires: float, attempt: Attempt) -> None:
+    kept = _opened.setdefault(database, {})
+    if len(kept) >= _KEPT_ATTEMPTS:
+        del kept[next(iter(kept))]
+    kept[token] = (expires, attempt)
+
+
+def _recall(database: Database, token: str) -> Attempt | None:
+    """The attempt this Core issued exactly this token for, once: a second `finish`
+    of the same token (after a wrong code) reads afresh."""
+    kept = _opened.get(database)
+    entry = kept.pop(token, None) if kept is not None else None
+    if entry is None or entry[0] <= time.time():
+        return None
+    return entry[1]
+
+
 # -- start ---------------------------------------------------------------------------
 
 _OPEN = """
@@ -205,8 +252,22 @@ async def start(call: DirectCall) -> EdgeResult:
     else:
         async with call.database.direct.connection() as direct:
             row = await _fetch(direct, _OPEN, params)
-    outcome, session_id, issued_at, secret_key, location_name, *_ = row
-    device_id, user_id, device_name, network_device, totp_secret = row[9:]
+    (
+        outcome,
+        session_id,
+        issued_at,
+        secret_key,
+        location_name,
+        _email,
+        _first_name,
+        _email_secret,
+        code_timeout,
+        device_id,
+        user_id,
+        device_name,
+        network_device,
+        totp_secret,
+    ) = row
     if outcome not in ("ok", "replayed"):
         status, message = _START_REFUSALS[outcome]
         raise EdgeError(status, message)
@@ -236,7 +297,7 @@ async def start(call: DirectCall) -> EdgeResult:
                 location_name=location_name,
                 enabled=True,
                 secret=totp_secret,
-                code_timeout=row[8],
+                code_timeout=code_timeout,
             ),
         )
         # The Edge sends this token's `finish` here while this Core is connected.
@@ -244,53 +305,6 @@ async def start(call: DirectCall) -> EdgeResult:
             body={"token": token, "challenge": None}, metadata={routes.META_AFFINITY: token}
         )
     return EdgeResult(body={"token": token, "challenge": None})
-
-
-# -- what a Core keeps between start and finish ----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """A pending attempt as `finish` checks it: the session, the device, and the
-    owner's secret for the attempt's method."""
-
-    session_id: int
-    location_id: int
-    pubkey: str
-    method: int
-    device_id: int
-    user_id: int
-    device_name: str
-    network_device: bool
-    location_name: str
-    enabled: bool
-    secret: bytes | None = field(repr=False)  # never in a log line or traceback
-    code_timeout: int
-
-
-# Per Core (per `Database`): the TOTP attempts it opened, by token. Bounded, oldest
-# first out; an attempt not found here is read from the database instead.
-_KEPT_ATTEMPTS = 20_000
-_opened: weakref.WeakKeyDictionary[Database, dict[str, tuple[float, Attempt]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _remember(database: Database, token: str, expires: float, attempt: Attempt) -> None:
-    kept = _opened.setdefault(database, {})
-    if len(kept) >= _KEPT_ATTEMPTS:
-        del kept[next(iter(kept))]
-    kept[token] = (expires, attempt)
-
-
-def _recall(database: Database, token: str) -> Attempt | None:
-    """The attempt this Core issued exactly this token for, once: a second `finish`
-    of the same token (after a wrong code) reads afresh."""
-    kept = _opened.get(database)
-    entry = kept.pop(token, None) if kept is not None else None
-    if entry is None or entry[0] <= time.time():
-        return None
-    return entry[1]
 
 
 # -- finish --------------------------------------------------------------------------
