@@ -29,6 +29,8 @@ from defguard.core.proxies.models import Proxy, ProxyLink
 from defguard.db.engine import Database
 from defguard.edge import cookies, routes
 from defguard.edge.main import serve
+from tests.conftest import make_user
+from tests.integration.test_client_mfa import enable_totp, jdoe_device, mfa_location, totp_code
 
 
 def free_port() -> int:
@@ -100,6 +102,28 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[
 
 async def provisioned(edge: RunningEdge) -> bool:
     return (await edge.http.get("/info")).json()["server_state"] == "connected"
+
+
+@contextlib.asynccontextmanager
+async def two_cores(
+    db: Database, edge: RunningEdge
+) -> AsyncIterator[tuple[LinkManager, LinkManager]]:
+    """Two Cores (two `Database` objects on one URL) with their links to `edge` up."""
+    await add_proxy(db, edge.grpc_port)
+    second_db = Database(db.url)
+    try:
+        async with core_links(db) as first, core_links(second_db) as second:
+            await wait_until(lambda: provisioned(edge))
+
+            async def both() -> bool:
+                return all(
+                    link.connected for m in (first, second) for link in m.edge_links.values()
+                )
+
+            await wait_until(both)
+            yield first, second
+    finally:
+        await second_db.dispose()
 
 
 # A handler standing in for a feature: it writes a row-free effect we can count.
@@ -286,35 +310,21 @@ async def test_two_cores_share_requests_and_a_killed_core_loses_none(
     db: Database, counting_handler
 ) -> None:  # type: ignore[no-untyped-def]
     """Requests spread over both Cores; a Core stopped mid-request has them re-sent."""
-    async with running_edge() as edge:
-        await add_proxy(db, edge.grpc_port)
-        second_db = Database(db.url)
-        try:
-            async with core_links(db) as first, core_links(second_db) as second:
-                await wait_until(lambda: provisioned(edge))
+    async with running_edge() as edge, two_cores(db, edge) as (first, second):
+        answers = await asyncio.gather(
+            *(edge.http.post("/poll", json={"token": f"t{i}"}) for i in range(40))
+        )
+        assert all(a.status_code == 200 for a in answers)
+        served = [link.served for m in (first, second) for link in m.edge_links.values()]
+        assert all(n > 0 for n in served), served
 
-                async def both() -> bool:
-                    return all(link.connected for link in first.edge_links.values()) and all(
-                        link.connected for link in second.edge_links.values()
-                    )
-
-                await wait_until(both)
-                answers = await asyncio.gather(
-                    *(edge.http.post("/poll", json={"token": f"t{i}"}) for i in range(40))
-                )
-                assert all(a.status_code == 200 for a in answers)
-                served = [link.served for m in (first, second) for link in m.edge_links.values()]
-                assert all(n > 0 for n in served), served
-
-                # A slow request is in flight on some Core when that Core's links stop.
-                slow = asyncio.create_task(edge.http.post("/poll", json={"token": "slow"}))
-                await asyncio.sleep(0.5)
-                busy = first if any(t for t in _in_flight(first)) else second
-                await busy.stop()
-                answer = await slow
-                assert answer.status_code == 200 and answer.json()["echo"] == "slow"
-        finally:
-            await second_db.dispose()
+        # A slow request is in flight on some Core when that Core's links stop.
+        slow = asyncio.create_task(edge.http.post("/poll", json={"token": "slow"}))
+        await asyncio.sleep(0.5)
+        busy = first if any(t for t in _in_flight(first)) else second
+        await busy.stop()
+        answer = await slow
+        assert answer.status_code == 200 and answer.json()["echo"] == "slow"
 
 
 def _in_flight(manager: LinkManager) -> list[object]:
@@ -383,66 +393,36 @@ async def test_mfa_finish_goes_to_the_core_that_served_its_start(
 ) -> None:  # type: ignore[no-untyped-def]
     """The Core that served `start` keeps the attempt in memory, so the Edge sends the
     `finish` there, even while another Core has fewer requests in flight."""
-    from tests.conftest import make_user
-    from tests.integration.test_client_mfa import (
-        enable_totp,
-        jdoe_device,
-        mfa_location,
-        totp_code,
-    )
-
     location = await mfa_location(admin_client)
     await make_user(db, "jdoe")
     secret = await enable_totp(db, "jdoe")
     device = await jdoe_device(admin_client, db)
-    async with running_edge() as edge:
-        await add_proxy(db, edge.grpc_port)
-        second_db = Database(db.url)
-        try:
-            async with core_links(db) as first, core_links(second_db) as second:
-                await wait_until(lambda: provisioned(edge))
+    async with running_edge() as edge, two_cores(db, edge) as (first, second):
 
-                async def both() -> bool:
-                    return all(link.connected for link in first.edge_links.values()) and all(
-                        link.connected for link in second.edge_links.values()
-                    )
+        def served() -> list[int]:
+            return [sum(link.served for link in m.edge_links.values()) for m in (first, second)]
 
-                await wait_until(both)
+        before = served()
+        started = await edge.http.post(
+            "/client-mfa/start",
+            json={"location_id": location["id"], "pubkey": device["wireguard_pubkey"], "method": 0},
+        )
+        assert started.status_code == 200, started.text
+        after_start = served()
+        [starter] = [i for i in (0, 1) if after_start[i] > before[i]]
+        # The starting Core gets a slow request; by load alone the next
+        # request would now go to the other one.
+        slow = asyncio.create_task(edge.http.post("/poll", json={"token": "slow"}))
 
-                def served() -> list[int]:
-                    return [
-                        sum(link.served for link in m.edge_links.values()) for m in (first, second)
-                    ]
+        async def starter_busy() -> bool:
+            return bool(_in_flight((first, second)[starter]))
 
-                before = served()
-                started = await edge.http.post(
-                    "/client-mfa/start",
-                    json={
-                        "location_id": location["id"],
-                        "pubkey": device["wireguard_pubkey"],
-                        "method": 0,
-                    },
-                )
-                assert started.status_code == 200, started.text
-                after_start = served()
-                [starter] = [i for i in (0, 1) if after_start[i] > before[i]]
-                # The starting Core gets a slow request; by load alone the next
-                # request would now go to the other one.
-                slow = asyncio.create_task(edge.http.post("/poll", json={"token": "slow"}))
-                starter_links = (first, second)[starter]
-                await wait_until(lambda: _some(_in_flight(starter_links)))
-                finished = await edge.http.post(
-                    "/client-mfa/finish",
-                    json={"token": started.json()["token"], "code": totp_code(secret)},
-                )
-                assert finished.status_code == 200, finished.text
-                assert len(base64.b64decode(finished.json()["preshared_key"])) == 32
-                after_finish = served()
-                assert after_finish[1 - starter] == after_start[1 - starter]
-                assert (await slow).status_code == 200
-        finally:
-            await second_db.dispose()
-
-
-async def _some(items: list[object]) -> bool:
-    return bool(items)
+        await wait_until(starter_busy)
+        finished = await edge.http.post(
+            "/client-mfa/finish",
+            json={"token": started.json()["token"], "code": totp_code(secret)},
+        )
+        assert finished.status_code == 200, finished.text
+        assert len(base64.b64decode(finished.json()["preshared_key"])) == 32
+        assert served()[1 - starter] == after_start[1 - starter]
+        assert (await slow).status_code == 200

@@ -75,13 +75,13 @@ class EdgeTarget:
 
 class EdgeLink(Link):
     kind = "proxy"
-    records = records.proxies
+    link_records = records.proxies
+    target: EdgeTarget
 
     def __init__(
         self, target: EdgeTarget, *, db: Database, settings: CoreSettings, core_id: str
     ) -> None:
         super().__init__(target, db=db, settings=settings, core_id=core_id)
-        self.target: EdgeTarget = target
         self.served = 0
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)

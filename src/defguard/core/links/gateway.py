@@ -69,13 +69,13 @@ class _Ended:
 
 class GatewayLink(Link):
     kind = "gateway"
-    records = records.gateways
+    link_records = records.gateways
+    target: GatewayTarget
 
     def __init__(
         self, target: GatewayTarget, *, db: Database, settings: CoreSettings, core_id: str
     ) -> None:
         super().__init__(target, db=db, settings=settings, core_id=core_id)
-        self.target: GatewayTarget = target
         self.sent_revision = -1
         self._events: asyncio.Queue[_Revision | _Incoming | _Ended] = asyncio.Queue()
         self._accepting = False

@@ -94,7 +94,7 @@ class Link:
     """One Core's link to one peer; subclasses hold the conversation (`_session`)."""
 
     kind: ClassVar[str]  # "gateway" or "proxy": the log's words and the link table
-    records: ClassVar[LinkRecords]
+    link_records: ClassVar[LinkRecords]
 
     def __init__(
         self, target: Target, *, db: Database, settings: CoreSettings, core_id: str
@@ -131,7 +131,7 @@ class Link:
 
     async def _connected(self, version: str, **details: Any) -> None:
         """The peer said hello and is compatible: record the link as up."""
-        await self.records.connected(self.db, self.target.id, self.core_id, version)
+        await self.link_records.connected(self.db, self.target.id, self.core_id, version)
         self.connected = True
         self.log.info(f"{self.kind} connected", version=version, **details)
 
@@ -140,6 +140,6 @@ class Link:
             self.connected = False
             self.log.info(f"{self.kind} disconnected")
             try:
-                await self.records.disconnected(self.db, self.target.id, self.core_id)
+                await self.link_records.disconnected(self.db, self.target.id, self.core_id)
             except Exception:
                 self.log.exception(f"could not record the {self.kind}'s disconnection")
