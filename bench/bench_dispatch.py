@@ -29,7 +29,6 @@ from sqlalchemy.engine import URL, make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_edge import fill
-
 from defguard import eventloop
 from defguard.config import CoreSettings
 from defguard.core.bootstrap import bootstrap

@@ -2,7 +2,8 @@
 
 Everything runs on this machine as real processes: an embedded PostgreSQL, one
 `defguard edge`, `--cores` `defguard core` processes linked to it over gRPC,
-and this script as the load generator (aiohttp, `--concurrency` connections).
+and this script as the load generator (`httpload`, one keep-alive connection
+per simulated client, `--concurrency` of them).
 Data: `--users` users with TOTP enabled, each with one device in a location
 with internal MFA and a polling token.
 
@@ -42,7 +43,6 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import psycopg
 import pyotp
 from psycopg import sql
@@ -53,6 +53,7 @@ from sqlalchemy.engine import make_url
 from defguard import eventloop
 from defguard.db.embedded import ensure_server
 from defguard.db.migrate import upgrade
+from httpload import Connection, head, with_body
 
 ADMIN_PASSWORD = "Bench!Adm1nPass"
 
@@ -162,40 +163,40 @@ class Processes:
                 proc.kill()
 
 
-async def wait_connected(http: aiohttp.ClientSession, base: str, cores: int) -> None:
+async def wait_connected(http: Connection, info: bytes, cores: int) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            async with http.get(f"{base}/info") as r:
-                if (await r.json())["server_state"] == "connected":
-                    # Give every Core time to link before measuring.
-                    await asyncio.sleep(2 + cores)
-                    return
-        except (aiohttp.ClientError, ValueError):
-            pass
+            status, body = await http.send(info)
+            if status == 200 and json.loads(body)["server_state"] == "connected":
+                # Give every Core time to link before measuring.
+                await asyncio.sleep(2 + cores)
+                return
+        except (OSError, ValueError):
+            http.close()
         await asyncio.sleep(0.3)
     raise SystemExit("the Edge never got a Core")
 
 
 async def run_phase(
-    concurrency: int, seconds: float, one: Callable[[], Awaitable[int]]
+    connections: list[Connection], seconds: float, one: Callable[[Connection], Awaitable[bool]]
 ) -> tuple[int, int, list[float]]:
     """(completed operations, failures, latencies in ms) for `seconds` of load."""
     latencies: list[float] = []
     failures = 0
     stop_at = time.monotonic() + seconds
 
-    async def worker() -> None:
+    async def worker(http: Connection) -> None:
         nonlocal failures
         while time.monotonic() < stop_at:
             start = time.perf_counter()
-            ok = await one()
+            ok = await one(http)
             if ok:
                 latencies.append((time.perf_counter() - start) * 1000)
             else:
                 failures += 1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(http) for http in connections))
     return len(latencies), failures, latencies
 
 
@@ -206,100 +207,103 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(args: argparse.Namespace, base: str, tokens: list[str], users: list) -> list:
+async def measure(args: argparse.Namespace, port: int, tokens: list[str], users: list) -> list:
     results = []
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        await wait_connected(http, base, args.cores)
+    host = f"127.0.0.1:{port}"
+    api = "/api/v1"
+    connections = [Connection("127.0.0.1", port) for _ in range(args.concurrency)]
+    await wait_connected(connections[0], with_body(head("GET", host, f"{api}/info")), args.cores)
+    json_type = {"Content-Type": "application/json"}
 
-        async def health() -> int:
-            async with http.get(f"{base}/health") as r:
-                await r.read()
-                return r.status == 200
+    # The generator's own work kept small: it shares the 2 cores with what it measures.
+    # Requests are prepared once, as bytes.
+    health_request = with_body(head("GET", host, f"{api}/health"))
+    poll_head = head("POST", host, f"{api}/poll", json_type)
+    poll_requests = [with_body(poll_head, json.dumps({"token": t}).encode()) for t in tokens]
 
-        async def poll() -> int:
-            async with http.post(f"{base}/poll", json={"token": random.choice(tokens)}) as r:
-                body = await r.json(content_type=None)
-                return r.status == 200 and body["device_config"]["device"] is not None
+    async def health(http: Connection) -> bool:
+        status, _ = await http.send(health_request)
+        return status == 200
 
-        # The generator's own work kept small: it shares the 2 cores with what it measures.
-        # Bodies and headers are prepared once per user. Each simulated client has its
-        # own address (the Edge reads the right-most X-Forwarded-For entry), so
-        # per-address limits apply per client as in real life.
-        queue = deque(
-            (
-                user_id,
-                json.dumps({"location_id": 1, "pubkey": pubkey, "method": 0}).encode(),
-                {
-                    "Content-Type": "application/json",
-                    "X-Forwarded-For": (
-                        f"10.{user_id >> 16 & 255}.{user_id >> 8 & 255}.{user_id & 255}"
-                    ),
-                },
-                pyotp.TOTP(base64.b32encode(secret).decode().rstrip("=")),
-            )
-            for user_id, pubkey, secret in random.sample(users, len(users))
+    async def poll(http: Connection) -> bool:
+        status, body = await http.send(random.choice(poll_requests))
+        return status == 200 and json.loads(body)["device_config"]["device"] is not None
+
+    # Each simulated client has its own address (the Edge reads the right-most
+    # X-Forwarded-For entry), so per-address limits apply per client as in real life.
+    def client(user_id: int, pubkey: str, secret: bytes) -> tuple:
+        where = dict(
+            json_type,
+            **{"X-Forwarded-For": f"10.{user_id >> 16 & 255}.{user_id >> 8 & 255}.{user_id & 255}"},
         )
-        used_step: dict[int, int] = {}
-        stale = [0]
-        why: Counter[str] = Counter()
+        start = json.dumps({"location_id": 1, "pubkey": pubkey, "method": 0}).encode()
+        return (
+            user_id,
+            with_body(head("POST", host, f"{api}/client-mfa/start", where), start),
+            head("POST", host, f"{api}/client-mfa/finish", where),
+            pyotp.TOTP(base64.b32encode(secret).decode().rstrip("=")),
+        )
 
-        start_url, finish_url = f"{base}/client-mfa/start", f"{base}/client-mfa/finish"
+    queue = deque(client(*user) for user in random.sample(users, len(users)))
+    used_step: dict[int, int] = {}
+    stale = [0]
+    why: Counter[str] = Counter()
 
-        async def mfa() -> int:
-            step = int(time.time()) // 30
-            for _ in range(len(queue)):
-                user_id, start_body, where, totp = queue[0]
-                queue.rotate(-1)
-                if used_step.get(user_id) != step:
-                    used_step[user_id] = step
-                    break
-            else:
-                return 0
-            async with http.post(start_url, data=start_body, headers=where) as r:
-                if r.status != 200:
-                    why[f"start {r.status} {(await r.text())[:60]}"] += 1
-                    return 0
-                token = json.loads(await r.read())["token"]
-            finish_body = json.dumps({"token": token, "code": totp.now()}).encode()
-            async with http.post(finish_url, data=finish_body, headers=where) as r:
-                if r.status == 401 and int(time.time()) // 30 != step:
-                    stale[0] += 1  # the code's TOTP step ended in flight; a client retries
-                    return 0
-                if r.status != 200:
-                    why[f"finish {r.status} {(await r.text())[:60]}"] += 1
-                    return 0
-                psk = json.loads(await r.read())["preshared_key"]
-                return len(base64.b64decode(psk)) == 32
+    async def mfa(http: Connection) -> bool:
+        step = int(time.time()) // 30
+        for _ in range(len(queue)):
+            user_id, start_request, finish_head, totp = queue[0]
+            queue.rotate(-1)
+            if used_step.get(user_id) != step:
+                used_step[user_id] = step
+                break
+        else:
+            return False
+        status, body = await http.send(start_request)
+        if status != 200:
+            why[f"start {status} {body[:60]!r}"] += 1
+            return False
+        token = json.loads(body)["token"]
+        finish = json.dumps({"token": token, "code": totp.now()}).encode()
+        status, body = await http.send(with_body(finish_head, finish))
+        if status == 401 and int(time.time()) // 30 != step:
+            stale[0] += 1  # the code's TOTP step ended in flight; a client retries
+            return False
+        if status != 200:
+            why[f"finish {status} {body[:60]!r}"] += 1
+            return False
+        return len(base64.b64decode(json.loads(body)["preshared_key"])) == 32
 
-        phases = [
-            ("baseline: GET /health", health),
-            ("poll", poll),
-            ("MFA start+finish", mfa),
-        ]
-        for name, fn in phases:
-            if name.split(":")[0].split()[0].lower() not in args.phases:
-                continue
-            await fn()  # warm
-            cpu = time.process_time()
-            done, failed, lat = await run_phase(args.concurrency, args.seconds, fn)
-            # What the load generator itself costs: it shares the machine.
-            generator_ms = (time.process_time() - cpu) * 1000 / max(done, 1)
-            if fn is mfa:
-                failed -= stale[0]
-                print(f"MFA codes whose TOTP step ended in flight (a client retries): {stale[0]}")
-                if why:
-                    print("MFA failures:", dict(why))
-            results.append(
-                (
-                    name,
-                    done / args.seconds,
-                    failed,
-                    percentile(lat, 0.5),
-                    percentile(lat, 0.99),
-                    generator_ms,
-                )
+    phases = [
+        ("baseline: GET /health", health),
+        ("poll", poll),
+        ("MFA start+finish", mfa),
+    ]
+    for name, fn in phases:
+        if name.split(":")[0].split()[0].lower() not in args.phases:
+            continue
+        await fn(connections[0])  # warm
+        cpu = time.process_time()
+        done, failed, lat = await run_phase(connections, args.seconds, fn)
+        # What the load generator itself costs: it shares the machine.
+        generator_ms = (time.process_time() - cpu) * 1000 / max(done, 1)
+        if fn is mfa:
+            failed -= stale[0]
+            print(f"MFA codes whose TOTP step ended in flight (a client retries): {stale[0]}")
+            if why:
+                print("MFA failures:", dict(why))
+        results.append(
+            (
+                name,
+                done / args.seconds,
+                failed,
+                percentile(lat, 0.5),
+                percentile(lat, 0.99),
+                generator_ms,
             )
+        )
+    for http in connections:
+        http.close()
     return results
 
 
@@ -333,9 +337,8 @@ def main() -> None:
         print(
             "pids (edge, cores):", " ".join(str(proc.pid) for proc in processes.procs), flush=True
         )
-        base = f"http://127.0.0.1:{processes.http_port}/api/v1"
         # The same event loop as the servers: the generator shares their 2 cores.
-        results = eventloop.run(measure(args, base, tokens, users))
+        results = eventloop.run(measure(args, processes.http_port, tokens, users))
     finally:
         if processes is not None:
             processes.stop()
