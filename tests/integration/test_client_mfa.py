@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pyotp
 import pytest
 from sqlalchemy import func, select, text, update
@@ -21,6 +22,7 @@ from defguard.config import CoreSettings
 from defguard.core.activity.models import ActivityLogEvent
 from defguard.core.auth.mfa import TOTP_INTERVAL, new_totp_secret, totp_secret_base32
 from defguard.core.devices.models import Device
+from defguard.core.edge_requests.dispatch import DirectCall
 from defguard.core.edge_requests.handlers import dispatch
 from defguard.core.gateways.models import PeerChange
 from defguard.core.groups.models import Group
@@ -31,7 +33,9 @@ from defguard.core.users.models import User
 from defguard.core.vpn_sessions import edge as client_mfa
 from defguard.core.vpn_sessions import tokens
 from defguard.core.vpn_sessions.models import VpnClientSession
+from defguard.db.direct import conninfo
 from defguard.db.engine import Database
+from defguard.edge import routes
 from defguard.proto import edge_pb2
 from defguard.proto import gateway_pb2 as pb
 from tests.conftest import USER_AGENT, make_user
@@ -343,6 +347,38 @@ async def test_retried_start_and_finish_answer_as_the_first_attempt(db, setup):
         assert [s.preshared_key for s in active] == [done["preshared_key"]]
     finally:
         await other_core.dispose()
+
+
+async def test_only_a_pending_attempt_commits_without_waiting_for_disk(db, setup):
+    """A pending attempt lost in a database crash only makes the client start again, so
+    `client_mfa_open` does not wait for its WAL flush. The setting must end with that
+    transaction: the pooled connection next carries authorisations, which must wait."""
+    lid, key, secret = setup["location"], setup["key"], setup["secret"]
+    request = DirectCall(
+        database=db,
+        operation="client_mfa.start",
+        body=routes.ClientMfaStart(location_id=lid, pubkey=key, method=0),
+        request_id=uuid.uuid4().hex,
+        client_ip=CLIENT_IP,
+        user_agent=USER_AGENT,
+        metadata={},
+        settings=CoreSettings(),
+    )
+
+    async def setting(conn: psycopg.AsyncConnection) -> str:
+        return (await (await conn.execute("SHOW synchronous_commit")).fetchone())[0]
+
+    async with await psycopg.AsyncConnection.connect(conninfo(db.url)) as conn:
+        assert await setting(conn) == "on"
+        cursor = await conn.execute(client_mfa._OPEN, client_mfa.open_params(request))
+        assert (await cursor.fetchone())[0] == "ok"
+        assert await setting(conn) == "off"
+        await conn.commit()
+        assert await setting(conn) == "on"
+    pending = await sessions(db)
+    assert len(pending) == 1 and pending[0].authorized_at is None
+    # The usual flow on the same database still authorises.
+    assert await connect(db, lid, key, secret)
 
 
 async def test_a_retried_wrong_code_counts_once(db, setup):

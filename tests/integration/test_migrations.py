@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from alembic import command
 from sqlalchemy.engine import URL
 
-from defguard.db.migrate import current_revision, head_revision, upgrade
+from defguard.db.migrate import alembic_config, current_revision, head_revision, upgrade
 
 
 def _conn(url: URL) -> psycopg.Connection:
@@ -154,3 +155,23 @@ def test_older_upstream_database_is_refused_untouched(empty_db_url):
         upgrade(empty_db_url)
     with _conn(empty_db_url) as c:
         assert c.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+
+
+def test_client_request_functions_downgrade_and_upgrade_again(empty_db_url):
+    """Rolling a release back restores the previous SQL functions, and rolling forward
+    again works: the later migrations build on the earlier ones' function text."""
+
+    def open_function_body(url: URL) -> str:
+        with _conn(url) as c:
+            row = c.execute("SELECT pg_get_functiondef('client_mfa_open'::regproc)").fetchone()
+        assert row is not None
+        return row[0]
+
+    upgrade(empty_db_url)
+    assert "synchronous_commit" in open_function_body(empty_db_url)
+    command.downgrade(alembic_config(empty_db_url), "0007_client_requests")
+    assert current_revision(empty_db_url) == "0007_client_requests"
+    body = open_function_body(empty_db_url)
+    assert "synchronous_commit" not in body and "network_device" not in body
+    assert upgrade(empty_db_url) == head_revision()
+    assert "synchronous_commit" in open_function_body(empty_db_url)

@@ -21,6 +21,10 @@ with one Core) the read is skipped and `finish` is one round trip too; since
 the function re-checks everything the read would have established, the two
 paths answer alike.
 
+A pending attempt is the one write whose loss in a database crash costs only
+a new `start`, so its transaction commits without waiting for the WAL flush
+(migration 0009); an authorisation waits, as everything else does.
+
 Wrong codes are counted per device and per client address with the login
 throttle, and the count commits with the stored 401, so a retry of the same
 request on another Core neither counts it twice nor lets it slip.
@@ -219,21 +223,26 @@ _START_REFUSALS = {
 }
 
 
-@direct_handler("client_mfa.start")
-async def start(call: DirectCall) -> EdgeResult:
-    """One round trip: every check and the write are `client_mfa_open`'s."""
+def open_params(call: DirectCall) -> dict[str, Any]:
+    """`_OPEN`'s parameters for a `start` request."""
     body: routes.ClientMfaStart = call.body
-    facts = _method_facts(body.method)
-    params = {
+    return {
         **_locks(call),
         "session_key_format": service.DEVICE_LOCK_FORMAT,
         "device_key_format": DEVICE_THROTTLE_FORMAT,
         "location_id": body.location_id if 0 < body.location_id <= _BIGINT_MAX else 0,
         "pubkey": body.pubkey,
-        **facts,
+        **_method_facts(body.method),
         **throttle.policy(utcnow()),
     }
-    if facts["method"] == ClientMfaMethod.EMAIL:
+
+
+@direct_handler("client_mfa.start")
+async def start(call: DirectCall) -> EdgeResult:
+    """One round trip: every check and the write are `client_mfa_open`'s."""
+    body: routes.ClientMfaStart = call.body
+    params = open_params(call)
+    if params["method"] == ClientMfaMethod.EMAIL:
         # The code's e-mail is queued in the same transaction as the attempt.
         async with call.database.transaction() as db:
             conn = await db.connection()
@@ -280,7 +289,7 @@ async def start(call: DirectCall) -> EdgeResult:
         ),
         now=issued_at,
     )
-    if outcome == "ok" and facts["method"] == ClientMfaMethod.TOTP:
+    if outcome == "ok" and params["method"] == ClientMfaMethod.TOTP:
         _remember(
             call.database,
             token,
