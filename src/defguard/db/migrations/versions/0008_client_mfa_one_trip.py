@@ -11,10 +11,9 @@ Revision ID: 0008_client_mfa_one_trip
 Revises: 0007_client_requests
 """
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from defguard.db.migrations.revision_sql import function_sql
 
 revision = "0008_client_mfa_one_trip"
 down_revision = "0007_client_requests"
@@ -221,14 +220,10 @@ $$;
 
 def _previous_functions() -> str:
     """0007's definitions of both functions, which a downgrade restores."""
-    path = Path(__file__).with_name("0007_client_requests.py")
-    spec = importlib.util.spec_from_file_location("client_requests_0007", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sql: str = module.SQL
-    start = sql.index("CREATE FUNCTION client_mfa_open(")
-    return sql[start:]
+    return "\n".join(
+        function_sql("0007_client_requests", name)
+        for name in ("client_mfa_open", "client_mfa_authorize")
+    )
 
 
 def upgrade() -> None:

@@ -20,10 +20,9 @@ Revision ID: 0009_pending_async_commit
 Revises: 0008_client_mfa_one_trip
 """
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from defguard.db.migrations.revision_sql import function_sql
 
 revision = "0009_pending_async_commit"
 down_revision = "0008_client_mfa_one_trip"
@@ -39,15 +38,7 @@ _ASYNC_COMMIT = (
 
 def _open_function_0008() -> str:
     """0008's `CREATE FUNCTION client_mfa_open(...)` statement."""
-    path = Path(__file__).with_name("0008_client_mfa_one_trip.py")
-    spec = importlib.util.spec_from_file_location("client_mfa_one_trip_0008", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sql: str = module.SQL
-    start = sql.index("CREATE FUNCTION client_mfa_open(")
-    end = sql.index("$$;", start) + len("$$;")
-    return sql[start:end]
+    return function_sql("0008_client_mfa_one_trip", "client_mfa_open")
 
 
 def upgrade() -> None:
