@@ -23,7 +23,7 @@ from defguard.config import EdgeSettings
 from defguard.edge.app import create_edge_app
 from defguard.edge.router import CoreRouter
 from defguard.edge.service import EdgeService
-from defguard.gateway.main import StartupError, listen_address
+from defguard.gateway.main import StartupError, add_port, listen_address
 from defguard.gateway.tls import TlsConfigError, server_credentials
 from defguard.proto import edge_pb2_grpc
 
@@ -66,13 +66,7 @@ async def serve(settings: EdgeSettings, stop: asyncio.Event | None = None) -> No
     server = grpc.aio.server(options=SERVER_OPTIONS)
     edge_pb2_grpc.add_EdgeServicer_to_server(service, server)
     grpc_address = listen_address(settings.grpc_bind_address, settings.proxy_grpc_port)
-    try:
-        if credentials is None:
-            server.add_insecure_port(grpc_address)
-        else:
-            server.add_secure_port(grpc_address, credentials)
-    except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {grpc_address}: {exc}") from exc
+    add_port(server, grpc_address, credentials)
     await server.start()
     mode = "plain" if credentials is None else "mtls" if settings.proxy_grpc_ca else "tls"
     log.info(f"gRPC server is listening on {grpc_address}", transport=mode)

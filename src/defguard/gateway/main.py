@@ -70,6 +70,19 @@ def listen_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def add_port(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
+) -> None:
+    """Plain or TLS, as configured; a port that cannot be bound stops the start-up."""
+    try:
+        if credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {address}: {exc}") from exc
+
+
 def health_host(host: str) -> str:
     return host.strip("[]")
 
@@ -156,13 +169,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event | None = None) ->
     tasks: list[asyncio.Task[None]] = []
     try:
         address = listen_address(settings.grpc_bind_address, settings.grpc_port)
-        try:
-            if credentials is None:
-                server.add_insecure_port(address)
-            else:
-                server.add_secure_port(address, credentials)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {address}: {exc}") from exc
+        add_port(server, address, credentials)
         await server.start()
         mode = "plain" if credentials is None else "mtls" if settings.grpc_ca else "tls"
         log.info(
