@@ -12,35 +12,10 @@ from defguard.core.acl.loader import load_location_inputs
 from defguard.core.devices.models import DeviceLocation
 from defguard.core.firewall import compile_location
 from defguard.db.engine import Database
+from tests.acl_example import SPEC_EXAMPLE_FIREWALL
 from tests.conftest import make_user
 from tests.integration.test_acl_api import apply_rules, create_alias, create_rule, rule_body
 from tests.integration.test_locations import add_device, create_location, revision
-
-EXAMPLE_FIREWALL = {
-    "default_policy": "deny",
-    "rules": [
-        {
-            "id": 1,
-            "verdict": "allow",
-            "ip_version": 4,
-            "sources": ["10.0.1.1", "10.0.1.2", "10.0.2.1", "10.0.2.2"],
-            "destinations": ["10.0.5.5", "192.168.1.0/24"],
-            "ports": [80, 443],
-            "protocols": [6],
-            "comment": "RULE 1 - web ALLOW",
-        },
-        {
-            "id": 2,
-            "verdict": "deny",
-            "ip_version": 4,
-            "sources": [],
-            "destinations": ["10.0.5.5", "192.168.1.0/24"],
-            "ports": [],
-            "protocols": [],
-            "comment": "RULE 1 - web DENY",
-        },
-    ],
-}
 
 
 async def set_device_ips(db: Database, device_id: int, location_id: int, *ips: str) -> None:
@@ -98,7 +73,7 @@ async def test_example_end_to_end(admin_client, db):
     before = await revision(db, location_id)
     await apply_rules(admin_client, setup["rule"]["id"])
     assert await revision(db, location_id) == before + 1
-    assert await firewall(admin_client, location_id) == EXAMPLE_FIREWALL
+    assert await firewall(admin_client, location_id) == SPEC_EXAMPLE_FIREWALL
 
 
 async def test_preview_is_null_without_acl_and_404_for_unknown_location(admin_client):

@@ -26,6 +26,7 @@ from defguard.core.firewall import (
     merge_address_ranges,
     merge_port_ranges,
 )
+from tests.acl_example import SPEC_EXAMPLE_FIREWALL
 
 TCP, UDP, ICMP = 6, 17, 1
 
@@ -150,31 +151,7 @@ def test_spec_example_verbatim() -> None:
         allow_all_users=True,
         manual=dest("192.168.1.0/24", "10.0.5.5", ports=((443, 443), (80, 80)), protocols=(TCP,)),
     )
-    assert config_to_json(compile_location(V4, [web], d)) == {
-        "default_policy": "deny",
-        "rules": [
-            {
-                "id": 1,
-                "verdict": "allow",
-                "ip_version": 4,
-                "sources": ["10.0.1.1", "10.0.1.2", "10.0.2.1", "10.0.2.2"],
-                "destinations": ["10.0.5.5", "192.168.1.0/24"],
-                "ports": [80, 443],
-                "protocols": [6],
-                "comment": "RULE 1 - web ALLOW",
-            },
-            {
-                "id": 2,
-                "verdict": "deny",
-                "ip_version": 4,
-                "sources": [],
-                "destinations": ["10.0.5.5", "192.168.1.0/24"],
-                "ports": [],
-                "protocols": [],
-                "comment": "RULE 1 - web DENY",
-            },
-        ],
-    }
+    assert config_to_json(compile_location(V4, [web], d)) == SPEC_EXAMPLE_FIREWALL
 
 
 # ---------------------------------------------------------------- location-level
