@@ -12,7 +12,6 @@ and keep their row in `gateway_link` / `proxy_link` the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol
 
 import grpc
@@ -46,35 +45,6 @@ async def cancel_and_wait(task: asyncio.Task[None]) -> None:
     """
     task.cancel()
     await asyncio.wait([task])
-
-
-async def run_with_retries(
-    what: str,
-    logger: Any,
-    retry: float,
-    session: Callable[[], Awaitable[None]],
-    closed: Callable[[], Awaitable[None]],
-) -> None:
-    """A link's life: connect, converse until it breaks, clean up, wait, again; forever."""
-    while True:
-        logger.info(f"Connecting to {what}")
-        delay = retry
-        try:
-            await session()
-        except asyncio.CancelledError:
-            raise
-        except IncompatibleVersion as exc:
-            logger.error(f"{what} version is incompatible", reason=str(exc))
-            delay = retry * INCOMPATIBLE_BACKOFF
-        except grpc.aio.AioRpcError as exc:
-            logger.warning(f"{what} link failed", code=exc.code().name, details=exc.details())
-        except (LinkClosed, TimeoutError) as exc:
-            logger.warning(f"{what} link closed", reason=str(exc) or type(exc).__name__)
-        except Exception:
-            logger.exception(f"{what} link failed")
-        finally:
-            await closed()
-        await asyncio.sleep(delay)
 
 
 class Target(Protocol):
@@ -122,9 +92,29 @@ class Link:
             self._task = None
 
     async def _run(self) -> None:
-        await run_with_retries(
-            self.kind, self.log, self.settings.link_retry_seconds, self._session, self._closed
-        )
+        """Connect, converse until it breaks, clean up, wait, again; forever."""
+        logger, retry = self.log, self.settings.link_retry_seconds
+        while True:
+            logger.info(f"Connecting to {self.kind}")
+            delay = retry
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except IncompatibleVersion as exc:
+                logger.error(f"{self.kind} version is incompatible", reason=str(exc))
+                delay = retry * INCOMPATIBLE_BACKOFF
+            except grpc.aio.AioRpcError as exc:
+                logger.warning(
+                    f"{self.kind} link failed", code=exc.code().name, details=exc.details()
+                )
+            except (LinkClosed, TimeoutError) as exc:
+                logger.warning(f"{self.kind} link closed", reason=str(exc) or type(exc).__name__)
+            except Exception:
+                logger.exception(f"{self.kind} link failed")
+            finally:
+                await self._closed()
+            await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         raise NotImplementedError
