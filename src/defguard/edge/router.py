@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from defguard.bounded import OneUseMap
 from defguard.edge import routes
 from defguard.proto import edge_pb2
 
@@ -102,7 +103,7 @@ class CoreRouter:
         self.values: dict[str, str] = {}
         self._changed = asyncio.Event()
         self.retries = 0
-        self._affinity: dict[str, int] = {}
+        self._affinity: OneUseMap[str, int] = OneUseMap(_AFFINITIES)
 
     # -- registry ------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ class CoreRouter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         tried: set[int] = set()
-        prefer = self._affinity.pop(affinity, None) if affinity else None
+        prefer = self._affinity.take(affinity) if affinity else None
         while True:
             connection = self._pick(tried, prefer)
             if connection is None:
@@ -207,10 +208,5 @@ class CoreRouter:
                 raise CoreTimeout() from None
             tied = response.metadata.get(routes.META_AFFINITY)
             if tied:
-                self._tie(tied, connection.link_id)
+                self._affinity.put(tied, connection.link_id)
             return response
-
-    def _tie(self, value: str, link_id: int) -> None:
-        if len(self._affinity) >= _AFFINITIES:
-            del self._affinity[next(iter(self._affinity))]
-        self._affinity[value] = link_id

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+from defguard.bounded import OneUseMap
 from defguard.core.activity.service import describe_agent
 from defguard.core.auth import throttle
 from defguard.core.auth.mfa import (
@@ -166,26 +167,25 @@ class Attempt:
     code_timeout: int
 
 
-# Per Core (per `Database`): the TOTP attempts it opened, by token. Bounded, oldest
-# first out; an attempt not found here is read from the database instead.
+# Per Core (per `Database`): the TOTP attempts it opened, by token, with their expiry.
+# An attempt not found here is read from the database instead.
 _KEPT_ATTEMPTS = 20_000
-_opened: weakref.WeakKeyDictionary[Database, dict[str, tuple[float, Attempt]]] = (
+_opened: weakref.WeakKeyDictionary[Database, OneUseMap[str, tuple[float, Attempt]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _remember(database: Database, token: str, expires: float, attempt: Attempt) -> None:
-    kept = _opened.setdefault(database, {})
-    if len(kept) >= _KEPT_ATTEMPTS:
-        del kept[next(iter(kept))]
-    kept[token] = (expires, attempt)
+def _kept(database: Database) -> OneUseMap[str, tuple[float, Attempt]]:
+    kept = _opened.get(database)
+    if kept is None:
+        kept = _opened[database] = OneUseMap(_KEPT_ATTEMPTS)
+    return kept
 
 
 def _recall(database: Database, token: str) -> Attempt | None:
     """The attempt this Core issued exactly this token for, once: a second `finish`
     of the same token (after a wrong code) reads afresh."""
-    kept = _opened.get(database)
-    entry = kept.pop(token, None) if kept is not None else None
+    entry = _kept(database).take(token)
     if entry is None or entry[0] <= time.time():
         return None
     return entry[1]
@@ -290,23 +290,24 @@ async def start(call: DirectCall) -> EdgeResult:
         now=issued_at,
     )
     if outcome == "ok" and params["method"] == ClientMfaMethod.TOTP:
-        _remember(
-            call.database,
+        _kept(call.database).put(
             token,
-            issued_at.timestamp() + tokens.TOKEN_LIFETIME.total_seconds(),
-            Attempt(
-                session_id=session_id,
-                location_id=params["location_id"],
-                pubkey=body.pubkey,
-                method=ClientMfaMethod.TOTP,
-                device_id=device_id,
-                user_id=user_id,
-                device_name=device_name,
-                network_device=network_device,
-                location_name=location_name,
-                enabled=True,
-                secret=totp_secret,
-                code_timeout=code_timeout,
+            (
+                issued_at.timestamp() + tokens.TOKEN_LIFETIME.total_seconds(),
+                Attempt(
+                    session_id=session_id,
+                    location_id=params["location_id"],
+                    pubkey=body.pubkey,
+                    method=ClientMfaMethod.TOTP,
+                    device_id=device_id,
+                    user_id=user_id,
+                    device_name=device_name,
+                    network_device=network_device,
+                    location_name=location_name,
+                    enabled=True,
+                    secret=totp_secret,
+                    code_timeout=code_timeout,
+                ),
             ),
         )
         # The Edge sends this token's `finish` here while this Core is connected.
